@@ -1,0 +1,1 @@
+"""hrtrack command line and local development stack."""

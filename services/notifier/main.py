@@ -1,0 +1,97 @@
+"""The notifier's composition root: broker, database, consumer, scheduler, HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from services.notifier.api import router
+from services.notifier.consumer import TrackerEventsConsumer
+from services.notifier.reminders import ReminderService
+from services.notifier.settings import NotifierSettings
+from shared.clock import Clock
+from shared.db import make_engine, make_sessionmaker, ping
+from shared.kafka import make_broker, wait_for_broker, watch_consumer_lag
+from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS
+from shared.web import configure_logging, create_app, supervised
+
+log = logging.getLogger("hrtrack.notifier")
+
+
+async def scheduler(reminders: ReminderService, clock: Clock, settings: NotifierSettings) -> None:
+    """Passes on the service clock, and delivery retries in between."""
+    loop = asyncio.get_running_loop()
+    next_pass = loop.time() + settings.pass_interval_seconds
+    while True:
+        try:
+            if settings.pass_interval_seconds > 0 and loop.time() >= next_pass:
+                next_pass = loop.time() + settings.pass_interval_seconds
+                await reminders.run_pass(clock.today())
+            else:
+                await reminders.deliver_pending()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the scheduler must outlive any outage
+            log.exception("scheduled reminder work failed; will retry")
+        await asyncio.sleep(settings.delivery_retry_seconds)
+
+
+def build_app(settings: NotifierSettings | None = None) -> FastAPI:
+    settings = settings or NotifierSettings()
+    configure_logging(settings.log_level)
+    clock = Clock(settings.clock)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    broker = make_broker(settings.kafka_bootstrap, "notifier")
+    TrackerEventsConsumer(broker, sessions, settings).register()
+    reminders = ReminderService(sessions, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def run() -> None:
+            await wait_for_broker(settings.kafka_bootstrap, timeout=float("inf"))
+            await broker.start()
+            app.state.broker_connected = True
+            await watch_consumer_lag(settings.kafka_bootstrap, settings.consumer_group,
+                                     [TOPIC_ASSIGNMENTS, TOPIC_AGENCIES])
+
+        tasks = [asyncio.create_task(supervised("consumer", run())),
+                 asyncio.create_task(scheduler(reminders, clock, settings))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await broker.stop()
+            await engine.dispose()
+
+    async def broker_ready() -> None:
+        if not app.state.broker_connected or not await broker.ping(2):
+            raise ConnectionError("broker unreachable")
+
+    async def database_ready() -> None:
+        await ping(engine)
+
+    app = create_app(
+        service="notifier",
+        description="Reminds each agency by email before its deadlines; escalates when overdue.",
+        lifespan=lifespan,
+        readiness=lambda _app: [("broker", broker_ready), ("database", database_ready)],
+    )
+    app.state.settings = settings
+    app.state.token_secret = settings.token_secret.get_secret_value()
+    app.state.reminders = reminders
+    app.state.clock = clock
+    app.state.broker_connected = False
+    app.include_router(router)
+    return app
+
+
+app = build_app()

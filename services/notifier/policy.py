@@ -1,0 +1,183 @@
+"""Reminder policy: which reminders are due on a given day. Pure functions, no I/O.
+
+Offsets are day differences ``(due - as_of).days``: positive before the due date, zero on
+it, negative once overdue. A reminder fires only on its exact offset day, so a pass that
+runs every day (or re-runs the same day) selects each reminder on exactly one date.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Reminder",
+    "ReminderKind",
+    "ReminderPolicy",
+    "kinds_for_offset",
+    "offsets_for_day",
+    "quarter_end",
+    "quarter_report_due",
+    "reminders_for",
+    "report_due_dates",
+    "should_remind",
+]
+
+
+class ReminderKind(StrEnum):
+    UPCOMING = "upcoming"  # before (or on) the due date
+    OVERDUE = "overdue"  # to the agency, day 1 overdue then weekly
+    ESCALATION_AGENCY = "escalation_agency"  # to the agency's escalation contact
+    ESCALATION_COORDINATOR = "escalation_coordinator"  # to the coordinators
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept "30,14,7,1" or "[30, 14]" (as environment variables give them) besides lists."""
+    if isinstance(value, str):
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ReminderPolicy(BaseModel):
+    """Reminder timing. A plain pydantic model so a settings module can fill it from env."""
+
+    model_config = ConfigDict(frozen=True)
+
+    before_days: tuple[int, ...] = (30, 14, 7, 1)
+    overdue_first_day: int = Field(default=1, ge=1)
+    overdue_every_days: int = Field(default=7, ge=1)
+    escalate_agency_after_days: int = Field(default=14, ge=1)
+    escalate_coordinators_after_days: int = Field(default=30, ge=1)
+    # quarterly progress report due on this day of the month after each quarter
+    report_due_day: int = Field(default=10, ge=1, le=31)
+    remind_partners: bool = False
+    closed_statuses: frozenset[str] = frozenset({"implemented", "cancelled", "closed"})
+
+    @field_validator("before_days", mode="before")
+    @classmethod
+    def _parse_before_days(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("before_days")
+    @classmethod
+    def _check_before_days(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 0 for d in value):
+            raise ValueError("before_days must be >= 0 (0 means on the due date)")
+        return tuple(sorted(set(value), reverse=True))
+
+    @field_validator("closed_statuses", mode="before")
+    @classmethod
+    def _parse_closed(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return frozenset(str(s).strip().lower() for s in value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_escalation_order(self) -> ReminderPolicy:
+        if self.escalate_coordinators_after_days < self.escalate_agency_after_days:
+            raise ValueError(
+                "escalate_coordinators_after_days must be >= escalate_agency_after_days"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Reminder:
+    kind: ReminderKind
+    offset_days: int  # days before due (positive), 0 on the due date, overdue (negative)
+
+
+def _on_rhythm(days_overdue: int, first: int, every: int) -> bool:
+    return days_overdue >= first and (days_overdue - first) % every == 0
+
+
+def kinds_for_offset(offset: int, policy: ReminderPolicy) -> list[ReminderKind]:
+    """Kinds due when ``due - as_of == offset`` days, in ReminderKind order."""
+    kinds: list[ReminderKind] = []
+    if offset >= 0:
+        if offset in policy.before_days:
+            kinds.append(ReminderKind.UPCOMING)
+        return kinds
+    overdue, every = -offset, policy.overdue_every_days
+    if _on_rhythm(overdue, policy.overdue_first_day, every):
+        kinds.append(ReminderKind.OVERDUE)
+    if _on_rhythm(overdue, policy.escalate_agency_after_days, every):
+        kinds.append(ReminderKind.ESCALATION_AGENCY)
+    if _on_rhythm(overdue, policy.escalate_coordinators_after_days, every):
+        kinds.append(ReminderKind.ESCALATION_COORDINATOR)
+    return kinds
+
+
+def reminders_for(due: date, as_of: date, policy: ReminderPolicy) -> list[Reminder]:
+    """Reminders due on ``as_of`` for an obligation due on ``due`` (empty on other days)."""
+    offset = (due - as_of).days
+    return [Reminder(kind, offset) for kind in kinds_for_offset(offset, policy)]
+
+
+def offsets_for_day(
+    policy: ReminderPolicy, horizon_days: int = 366
+) -> dict[int, list[ReminderKind]]:
+    """Map ``due - as_of`` differences to the kinds due, for ``due_date - :as_of IN (...)``.
+
+    Covers every upcoming offset and overdue differences down to ``-horizon_days``; the
+    overdue rhythm is unbounded, so rows further overdue than the horizon are not selected
+    (pass a larger horizon to keep reminding about very old deadlines). Keys run from the
+    furthest ahead to the most overdue.
+    """
+    if horizon_days < 0:
+        raise ValueError("horizon_days must be >= 0")
+    result: dict[int, list[ReminderKind]] = {d: [ReminderKind.UPCOMING] for d in policy.before_days}
+    for offset in range(-1, -horizon_days - 1, -1):
+        kinds = kinds_for_offset(offset, policy)
+        if kinds:
+            result[offset] = kinds
+    return result
+
+
+def should_remind(status: str, role: str, report_in: bool, policy: ReminderPolicy) -> bool:
+    """False for closed assignments, when the period's report is in, and for partners
+    (unless ``policy.remind_partners``)."""
+    if status.strip().lower() in policy.closed_statuses or report_in:
+        return False
+    return not (role.strip().lower() == "partner" and not policy.remind_partners)
+
+
+# --- quarterly progress reports -------------------------------------------------------
+
+
+def quarter_end(day: date) -> date:
+    """Last day of the calendar quarter containing ``day``."""
+    month = ((day.month - 1) // 3 + 1) * 3
+    return date(day.year, month, calendar.monthrange(day.year, month)[1])
+
+
+def quarter_report_due(day: date, policy: ReminderPolicy) -> date:
+    """Due date of the progress report for the quarter containing ``day``: the
+    ``report_due_day`` of the following month (clamped to that month's length)."""
+    end = quarter_end(day)
+    year, month = (end.year + 1, 1) if end.month == 12 else (end.year, end.month + 1)
+    return date(year, month, min(policy.report_due_day, calendar.monthrange(year, month)[1]))
+
+
+def report_due_dates(start: date, end: date, policy: ReminderPolicy) -> list[date]:
+    """Report due dates for every quarter from the one containing ``start`` to the one
+    containing ``end`` (inclusive)."""
+    if end < start:
+        return []
+    dues: list[date] = []
+    day = start
+    while True:
+        dues.append(quarter_report_due(day, policy))
+        q_end = quarter_end(day)
+        if q_end >= end:
+            return dues
+        day = q_end + timedelta(days=1)

@@ -1,0 +1,100 @@
+"""Consumes recommendation events in batches: validate, store, then commit offsets.
+
+Offsets are committed only after the database transaction, so a crash re-delivers
+the batch, and the idempotent upsert makes the re-delivery change nothing. A message
+that can never be stored goes to the dead-letter topic and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from services.tracker.repository import TrackerRepository
+from services.tracker.settings import TrackerSettings
+from shared.clock import Clock
+from shared.events import RecommendationEvent
+from shared.kafka import send_to_dead_letters
+from shared.retry import is_transient_db_error, retry_transient
+from shared.settings import TOPIC_RECOMMENDATIONS
+
+log = logging.getLogger(__name__)
+
+
+def raw_bodies(msg: Any) -> Any:
+    """Hand the handler the undecoded bytes: decoding is ours, so poison can be parked."""
+    return msg.body
+
+
+class RecommendationConsumer:
+    def __init__(self, broker: KafkaBroker, sessions: async_sessionmaker,  # type: ignore[type-arg]
+                 settings: TrackerSettings, clock: Clock,
+                 on_commit: Callable[[], None] = lambda: None) -> None:
+        self.broker = broker
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.on_commit = on_commit
+
+    def register(self) -> None:
+        subscriber = self.broker.subscriber(
+            TOPIC_RECOMMENDATIONS,
+            group_id=self.settings.consumer_group,
+            batch=True,
+            max_records=self.settings.batch_max_records,
+            batch_timeout_ms=100,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+            max_poll_interval_ms=30 * 60 * 1000,  # an outage is waited out inside the handler
+            decoder=raw_bodies,
+            title="recommendations",
+            description="Recommendation events from intake, stored per executor agency",
+        )
+        subscriber(self.handle)
+
+    async def handle(self, bodies: list[bytes], msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        valid: list[tuple[Any, RecommendationEvent]] = []
+        for record in records:
+            try:
+                valid.append((record, RecommendationEvent.model_validate_json(record.value)))
+            except (ValidationError, ValueError, TypeError) as exc:
+                await send_to_dead_letters(self.broker, TOPIC_RECOMMENDATIONS,
+                                           record.value or b"", record.key, exc)
+        if valid:
+            await self.store(valid)
+        await msg.ack()
+
+    async def store(self, valid: list[tuple[Any, RecommendationEvent]]) -> None:
+        try:
+            await retry_transient(lambda: self._store([e for _, e in valid]),
+                                  what="storing recommendations",
+                                  max_delay=self.settings.db_retry_max_seconds)
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise
+            # One bad item must not block the rest: store one by one, park the failures.
+            log.warning("batch of %d failed (%s); storing one by one", len(valid), exc)
+            for record, event in valid:
+                try:
+                    await retry_transient(lambda e=event: self._store([e]),  # type: ignore[misc]
+                                          what="storing a recommendation",
+                                          max_delay=self.settings.db_retry_max_seconds)
+                except Exception as item_exc:  # noqa: BLE001 - parked with its reason
+                    await send_to_dead_letters(self.broker, TOPIC_RECOMMENDATIONS,
+                                               record.value, record.key, item_exc)
+
+    async def _store(self, events: list[RecommendationEvent]) -> None:
+        async with self.sessions() as session, session.begin():
+            repo = TrackerRepository(session)
+            await repo.ingest(events, self.clock.today())
+            await repo.flush()
+        self.on_commit()

@@ -1,0 +1,169 @@
+"""The tracker's tables (schema `tracker`), one SQLModel family per entity."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import EmailStr
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+SCHEMA = "tracker"
+metadata = MetaData(schema=SCHEMA)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
+
+
+class TrackerModel(SQLModel):
+    metadata = metadata
+
+
+# --- agencies ------------------------------------------------------------------------------
+
+
+class AgencyBase(TrackerModel):
+    name: str = Field(min_length=1, max_length=300)
+    emails: list[EmailStr] = Field(default_factory=list, sa_column=Column(ARRAY(String)))
+    language: str = Field(default="en", regex="^(en|ru|kk)$")
+    escalation_email: EmailStr | None = None
+
+
+class Agency(AgencyBase, table=True):
+    __tablename__ = "agencies"
+    id: uuid.UUID = Field(primary_key=True)
+    key: str = Field(unique=True, index=True)
+    aliases: list[str] = Field(default_factory=list, sa_column=Column(ARRAY(String)))
+    needs_review: bool = False
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AgencyAlias(TrackerModel, table=True):
+    """alias key (shared.executors.agency_key) -> agency; names resolve through it."""
+
+    __tablename__ = "agency_aliases"
+    key: str = Field(primary_key=True)
+    agency_id: uuid.UUID = Field(foreign_key="tracker.agencies.id", index=True)
+
+
+class AgencyCreate(AgencyBase):
+    aliases: list[str] = Field(default_factory=list)
+
+
+class AgencyUpdate(TrackerModel):
+    name: str | None = Field(default=None, min_length=1, max_length=300)
+    emails: list[EmailStr] | None = None
+    language: str | None = Field(default=None, regex="^(en|ru|kk)$")
+    escalation_email: EmailStr | None = None
+    aliases: list[str] | None = None
+    needs_review: bool | None = None
+
+
+class AgencyPublic(AgencyBase):
+    id: uuid.UUID
+    aliases: list[str]
+    needs_review: bool
+
+
+# --- recommendations -----------------------------------------------------------------------
+
+
+class Recommendation(TrackerModel, table=True):
+    __tablename__ = "recommendations"
+    id: uuid.UUID = Field(primary_key=True)
+    source: str = Field(index=True)
+    reference: str
+    natural_key: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    text: str
+    deadline: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    due_dates: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    executors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    content_hash: str
+    version: int = 1
+    needs_deadline: bool = False
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RecommendationVersion(TrackerModel, table=True):
+    __tablename__ = "recommendation_versions"
+    recommendation_id: uuid.UUID = Field(primary_key=True, foreign_key="tracker.recommendations.id")
+    version: int = Field(primary_key=True)
+    content_hash: str
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = _ts()
+
+
+# --- assignments and reports ---------------------------------------------------------------
+
+
+class Assignment(TrackerModel, table=True):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        Index("ix_assignments_agency_status", "agency_id", "status"),
+        Index("ix_assignments_recommendation", "recommendation_id"),
+    )
+    id: uuid.UUID = Field(primary_key=True)
+    recommendation_id: uuid.UUID = Field(foreign_key="tracker.recommendations.id")
+    agency_id: uuid.UUID = Field(foreign_key="tracker.agencies.id")
+    role: str
+    status: str = "not_started"
+    due: date | None = Field(default=None, index=True, description="The own deadline's last due")
+    active_from: date | None = None
+    version: int = 1
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    closed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ProgressReport(TrackerModel, table=True):
+    __tablename__ = "progress_reports"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    assignment_id: uuid.UUID = Field(foreign_key="tracker.assignments.id", index=True)
+    period_start: date
+    status: str
+    text: str
+    evidence_links: list[str] = Field(default_factory=list, sa_column=Column(JSONB))
+    submitted_by: str
+    submitted_at: datetime = _ts()
+
+
+class HistoryEntry(TrackerModel, table=True):
+    """Audit trail: every change, who made it and what it was."""
+
+    __tablename__ = "history"
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True,
+                                                           autoincrement=True))
+    entity: str
+    entity_id: uuid.UUID = Field(index=True)
+    action: str
+    actor: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    at: datetime = _ts()
+
+
+class OutboxEvent(TrackerModel, table=True):
+    """Events written in the same transaction as the change, published by the relay."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True,
+                                                           autoincrement=True))
+    event_id: uuid.UUID = Field(unique=True)
+    topic: str
+    key: str
+    payload: str
+    created_at: datetime = _ts()
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

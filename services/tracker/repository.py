@@ -1,0 +1,308 @@
+"""The tracker's database adapter: bulk ingest, agency resolution, outbox writes.
+
+Every method runs inside the caller's transaction, so a change and the events that
+announce it commit together (transactional outbox).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.tracker.domain import ExecutorClaim, active_from, executor_claims, own_due
+from services.tracker.models import (
+    Agency,
+    AgencyAlias,
+    Assignment,
+    HistoryEntry,
+    OutboxEvent,
+    ProgressReport,
+    Recommendation,
+    RecommendationVersion,
+    utcnow,
+)
+from shared.events import (
+    AgencyEvent,
+    AssignmentEvent,
+    AssignmentEventType,
+    AssignmentStatus,
+    DueDate,
+    EventBase,
+    RecommendationEvent,
+)
+from shared.ids import agency_id as make_agency_id
+from shared.ids import assignment_id as make_assignment_id
+from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS
+
+AGENCIES = Agency.__table__  # type: ignore[attr-defined]
+ALIASES = AgencyAlias.__table__  # type: ignore[attr-defined]
+RECOMMENDATIONS = Recommendation.__table__  # type: ignore[attr-defined]
+VERSIONS = RecommendationVersion.__table__  # type: ignore[attr-defined]
+ASSIGNMENTS = Assignment.__table__  # type: ignore[attr-defined]
+REPORTS = ProgressReport.__table__  # type: ignore[attr-defined]
+HISTORY = HistoryEntry.__table__  # type: ignore[attr-defined]
+OUTBOX = OutboxEvent.__table__  # type: ignore[attr-defined]
+
+CHUNK = 5000  # rows per statement: keeps bind parameters under PostgreSQL's limit
+
+
+def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+@dataclass
+class IngestResult:
+    recommendations_changed: int = 0
+    recommendations_unchanged: int = 0
+    assignments_created: int = 0
+    assignments_updated: int = 0
+    agencies_created: list[str] = field(default_factory=list)
+
+
+class TrackerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._outbox_rows: list[dict[str, Any]] = []
+        self._history_rows: list[dict[str, Any]] = []
+
+    # --- outbox and history -----------------------------------------------------------------
+
+    def add_event(self, topic: str, key: uuid.UUID, event: EventBase) -> None:
+        self._outbox_rows.append({"event_id": event.event_id, "topic": topic, "key": str(key),
+                                  "payload": event.model_dump_json(), "created_at": utcnow()})
+
+    def add_history(self, entity: str, entity_id: uuid.UUID, action: str, actor: str,
+                    data: dict[str, Any] | None = None) -> None:
+        self._history_rows.append({"entity": entity, "entity_id": entity_id, "action": action,
+                                   "actor": actor, "data": data or {}, "at": utcnow()})
+
+    async def flush(self) -> None:
+        """Write the queued outbox and history rows (call before commit)."""
+        for rows in chunks(self._outbox_rows):
+            await self.session.execute(pg_insert(OUTBOX), list(rows))
+        for rows in chunks(self._history_rows):
+            await self.session.execute(pg_insert(HISTORY), list(rows))
+        self._outbox_rows.clear()
+        self._history_rows.clear()
+
+    # --- agencies ---------------------------------------------------------------------------
+
+    def agency_event(self, agency: dict[str, Any] | Agency) -> AgencyEvent:
+        row = agency if isinstance(agency, dict) else agency.model_dump()
+        return AgencyEvent(agency_id=row["id"], name=row["name"], emails=list(row["emails"] or []),
+                           language=row["language"], escalation_email=row["escalation_email"],
+                           needs_review=row["needs_review"])
+
+    async def resolve_agencies(self, claims: Iterable[ExecutorClaim], actor: str
+                               ) -> dict[str, dict[str, Any]]:
+        """Agency rows by alias key; unknown names become new agencies flagged for review."""
+        wanted = {c.key: c.name for c in claims}
+        if not wanted:
+            return {}
+        found = await self._agencies_by_key(wanted)
+        missing = {k: n for k, n in wanted.items() if k not in found}
+        if missing:
+            now = utcnow()
+            new_rows = [{"id": make_agency_id(k), "key": k, "name": n, "emails": [],
+                         "language": "en", "escalation_email": None, "aliases": [n],
+                         "needs_review": True, "created_at": now, "updated_at": now}
+                        for k, n in missing.items()]
+            created = (await self.session.execute(
+                pg_insert(AGENCIES).values(new_rows).on_conflict_do_nothing()
+                .returning(*AGENCIES.c))).mappings().all()
+            await self.session.execute(
+                pg_insert(ALIASES).values([{"key": k, "agency_id": make_agency_id(k)}
+                                           for k in missing]).on_conflict_do_nothing())
+            for row in created:
+                self.add_event(TOPIC_AGENCIES, row["id"], self.agency_event(dict(row)))
+                self.add_history("agency", row["id"], "created_from_executor", actor,
+                                 {"name": row["name"]})
+            found = await self._agencies_by_key(wanted)
+        return found
+
+    async def _agencies_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        rows = (await self.session.execute(
+            select(ALIASES.c.key, AGENCIES).join(AGENCIES, AGENCIES.c.id == ALIASES.c.agency_id)
+            .where(ALIASES.c.key.in_(list(keys))))).mappings().all()
+        return {r["key"]: dict(r) for r in rows}
+
+    # --- recommendations ---------------------------------------------------------------------
+
+    async def ingest(self, events: list[RecommendationEvent], today: date) -> IngestResult:
+        """Upsert recommendations and their assignments; unchanged content changes nothing."""
+        result = IngestResult()
+        latest: dict[uuid.UUID, RecommendationEvent] = {}
+        for event in events:  # the last version of a recommendation in a batch wins
+            latest.pop(event.recommendation_id, None)
+            latest[event.recommendation_id] = event
+        existing = {
+            r.id: r for r in (await self.session.execute(
+                select(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.content_hash,
+                       RECOMMENDATIONS.c.version)
+                .where(RECOMMENDATIONS.c.id.in_(list(latest))).with_for_update())).all()
+        }
+        changed = [e for rid, e in latest.items()
+                   if rid not in existing or existing[rid].content_hash != e.content_hash]
+        result.recommendations_unchanged = len(latest) - len(changed)
+        result.recommendations_changed = len(changed)
+        if not changed:
+            return result
+
+        claims = {e.recommendation_id: executor_claims(e) for e in changed}
+        agencies = await self.resolve_agencies(
+            (c for cs in claims.values() for c in cs), actor="intake")
+
+        now = utcnow()
+        rec_rows = [self._recommendation_row(e, now) for e in changed]
+        versions: dict[uuid.UUID, int] = {}
+        for rows in chunks(rec_rows):
+            stmt = pg_insert(RECOMMENDATIONS)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[RECOMMENDATIONS.c.id],
+                set_={c: stmt.excluded[c] for c in (
+                    "source", "reference", "natural_key", "text", "deadline", "due_dates",
+                    "executors", "payload", "content_hash", "needs_deadline", "updated_at")}
+                | {"version": RECOMMENDATIONS.c.version + 1},
+            ).returning(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.version)
+            for row in (await self.session.execute(stmt, list(rows))).all():
+                versions[row.id] = row.version
+        version_rows = [{"recommendation_id": e.recommendation_id,
+                         "version": versions[e.recommendation_id],
+                         "content_hash": e.content_hash, "payload": e.payload, "created_at": now}
+                        for e in changed]
+        for rows in chunks(version_rows):
+            await self.session.execute(pg_insert(VERSIONS).on_conflict_do_nothing(), list(rows))
+        for e in changed:
+            self.add_history("recommendation", e.recommendation_id,
+                             "created" if e.recommendation_id not in existing else "updated",
+                             e.submitted_by, {"version": versions[e.recommendation_id],
+                                              "content_hash": e.content_hash})
+        await self._upsert_assignments(changed, claims, agencies, today, now, result)
+        return result
+
+    @staticmethod
+    def _recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
+        return {
+            "id": e.recommendation_id, "source": e.source.value, "reference": e.reference,
+            "natural_key": e.natural_key, "text": e.text,
+            "deadline": e.deadline.model_dump(mode="json"),
+            "due_dates": [d.model_dump(mode="json") for d in e.due_dates],
+            "executors": [x.model_dump(mode="json") for x in e.executors],
+            "payload": e.payload, "content_hash": e.content_hash, "version": 1,
+            "needs_deadline": e.deadline.needs_deadline, "created_at": now, "updated_at": now,
+        }
+
+    async def _upsert_assignments(
+        self, changed: list[RecommendationEvent], claims: dict[uuid.UUID, list[ExecutorClaim]],
+        agencies: dict[str, dict[str, Any]], today: date, now: datetime, result: IngestResult,
+    ) -> None:
+        rec_ids = [e.recommendation_id for e in changed]
+        current: dict[uuid.UUID, dict[str, Any]] = {}
+        for ids in chunks(rec_ids):
+            for row in (await self.session.execute(
+                    select(ASSIGNMENTS).where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
+                    .with_for_update())).mappings().all():
+                current[row["id"]] = dict(row)
+        reported = await self.reported_periods(list(current))
+
+        rows: list[dict[str, Any]] = []
+        announcements: list[tuple[dict[str, Any], RecommendationEvent, AssignmentEventType]] = []
+        by_rec: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+        for a in current.values():
+            by_rec[a["recommendation_id"]].add(a["id"])
+        for event in changed:
+            wanted: set[uuid.UUID] = set()
+            for claim in claims[event.recommendation_id]:
+                agency = agencies[claim.key]
+                aid = make_assignment_id(event.recommendation_id, agency["id"])
+                wanted.add(aid)
+                before = current.get(aid)
+                row = {
+                    "id": aid, "recommendation_id": event.recommendation_id,
+                    "agency_id": agency["id"], "role": claim.role.value,
+                    "status": before["status"] if before else AssignmentStatus.NOT_STARTED.value,
+                    "due": own_due(event.due_dates),
+                    "active_from": (before or {}).get("active_from") or active_from(event, today),
+                    "version": (before["version"] + 1) if before else 1,
+                    "created_at": before["created_at"] if before else now, "updated_at": now,
+                    "closed_at": before["closed_at"] if before else None,
+                    "agency_name": agency["name"],
+                }
+                rows.append(row)
+                kind = AssignmentEventType.UPDATED if before else AssignmentEventType.CREATED
+                announcements.append((row, event, kind))
+                if before:
+                    result.assignments_updated += 1
+                else:
+                    result.assignments_created += 1
+                    self.add_history("assignment", aid, "created", event.submitted_by,
+                                     {"agency_id": str(agency["id"]), "role": claim.role.value})
+            # Agencies no longer named by the new version: the assignment is cancelled.
+            for dropped in by_rec[event.recommendation_id] - wanted:
+                before = current[dropped]
+                if before["status"] == AssignmentStatus.CANCELLED.value:
+                    continue
+                row = {**before, "status": AssignmentStatus.CANCELLED.value,
+                       "version": before["version"] + 1, "updated_at": now, "closed_at": now,
+                       "agency_name": await self._agency_name(before["agency_id"])}
+                rows.append(row)
+                announcements.append((row, event, AssignmentEventType.CLOSED))
+                self.add_history("assignment", dropped, "cancelled", event.submitted_by,
+                                 {"reason": "agency no longer named by the recommendation"})
+
+        db_rows = [{k: v for k, v in r.items() if k != "agency_name"} for r in rows]
+        for part in chunks(db_rows):
+            stmt = pg_insert(ASSIGNMENTS)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[ASSIGNMENTS.c.id],
+                set_={c: stmt.excluded[c] for c in (
+                    "role", "status", "due", "active_from", "version", "updated_at", "closed_at")},
+            )
+            await self.session.execute(stmt, list(part))
+        for row, event, kind in announcements:
+            self.add_event(TOPIC_ASSIGNMENTS, row["id"], assignment_event(
+                row, event_type=kind, source=event.source.value, reference=event.reference,
+                text=event.text, deadline=event.deadline.model_dump(mode="json"),
+                due_dates=event.due_dates, reported=reported.get(row["id"], [])))
+
+    async def _agency_name(self, agency_id: uuid.UUID) -> str:
+        return str((await self.session.execute(
+            select(AGENCIES.c.name).where(AGENCIES.c.id == agency_id))).scalar_one())
+
+    async def reported_periods(self, assignment_ids: list[uuid.UUID]
+                               ) -> dict[uuid.UUID, list[date]]:
+        periods: dict[uuid.UUID, list[date]] = defaultdict(list)
+        for ids in chunks(assignment_ids):
+            for row in (await self.session.execute(
+                    select(REPORTS.c.assignment_id, REPORTS.c.period_start).distinct()
+                    .where(REPORTS.c.assignment_id.in_(list(ids))))).all():
+                periods[row.assignment_id].append(row.period_start)
+        return periods
+
+    async def set_agency_needs_review(self, agency_id: uuid.UUID, value: bool) -> None:
+        await self.session.execute(update(AGENCIES).where(AGENCIES.c.id == agency_id)
+                                   .values(needs_review=value, updated_at=utcnow()))
+
+
+def assignment_event(
+    row: dict[str, Any], *, event_type: AssignmentEventType, source: str, reference: str,
+    text: str, deadline: dict[str, Any], due_dates: Sequence[DueDate | dict[str, Any]],
+    reported: list[date],
+) -> AssignmentEvent:
+    return AssignmentEvent.model_validate({
+        "type": event_type, "assignment_id": row["id"],
+        "recommendation_id": row["recommendation_id"], "agency_id": row["agency_id"],
+        "agency_name": row["agency_name"], "role": row["role"], "status": row["status"],
+        "source": source, "reference": reference, "text": text, "deadline": deadline,
+        "due_dates": list(due_dates), "active_from": row["active_from"],
+        "reported_periods": sorted(set(reported)), "version": row["version"],
+    })

@@ -1,0 +1,124 @@
+"""Versioned event schemas on the Kafka topics, defined once for every service.
+
+Every event is keyed by the id whose events must stay in order: recommendation id on
+`recommendations`, assignment id on `assignments`, agency id on `agencies`. Consumers
+deduplicate with `event_id`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.deadlines import Deadline
+from shared.executors import Executor
+
+
+class Source(StrEnum):
+    UPR = "upr"
+    TREATY_BODY = "treaty_body"
+    PLAN = "plan"
+
+
+class DueKind(StrEnum):
+    DEADLINE = "deadline"          # the recommendation's own deadline (each year if recurring)
+    FOLLOW_UP = "follow_up"        # treaty-body follow-up paragraph
+    MID_TERM = "mid_term"          # UPR mid-term report, 2.5 years after the review
+    NEXT_REVIEW = "next_review"    # UPR next review, 4.5 years after
+    NEXT_REPORT = "next_report"    # treaty body's next periodic report
+    REPORT = "report"              # quarterly progress report (computed by the notifier)
+
+
+class AssignmentStatus(StrEnum):
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    PARTIALLY_IMPLEMENTED = "partially_implemented"
+    IMPLEMENTED = "implemented"
+    NOT_IMPLEMENTED = "not_implemented"
+    CANCELLED = "cancelled"
+
+
+CLOSED_STATUSES = frozenset({AssignmentStatus.IMPLEMENTED, AssignmentStatus.CANCELLED})
+
+
+class DueDate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: DueKind
+    due: date
+    start: date | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventBase(BaseModel):
+    schema_version: Literal[1] = 1
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=_now)
+
+
+class RecommendationEvent(EventBase):
+    """Published by intake on `recommendations` once a recommendation is validated."""
+
+    type: Literal["recommendation.submitted"] = "recommendation.submitted"
+    recommendation_id: uuid.UUID
+    content_hash: str = Field(description="Hash of the normalized content: same hash, no change")
+    source: Source
+    reference: str = Field(description="Human-readable natural key, e.g. 'KAZ / cycle 2 / 97.12'")
+    natural_key: list[str]
+    text: str
+    deadline: Deadline
+    due_dates: list[DueDate]
+    executors: list[Executor]
+    payload: dict[str, Any] = Field(description="Every field of the source, as validated")
+    submitted_by: str
+
+
+class AssignmentEventType(StrEnum):
+    CREATED = "assignment.created"
+    UPDATED = "assignment.updated"
+    STATUS_CHANGED = "assignment.status_changed"
+    REPORT_SUBMITTED = "assignment.report_submitted"
+    CLOSED = "assignment.closed"
+
+
+class AssignmentEvent(EventBase):
+    """Published by the tracker (through its outbox) on `assignments`."""
+
+    type: AssignmentEventType
+    assignment_id: uuid.UUID
+    recommendation_id: uuid.UUID
+    agency_id: uuid.UUID
+    agency_name: str
+    role: str
+    status: AssignmentStatus
+    source: Source
+    reference: str
+    text: str
+    deadline: Deadline
+    due_dates: list[DueDate]
+    active_from: date | None = Field(
+        default=None, description="First day the assignment owes quarterly progress reports"
+    )
+    reported_periods: list[date] = Field(
+        default_factory=list, description="Start dates of the quarters whose report is in"
+    )
+    version: int = 1
+
+
+class AgencyEvent(EventBase):
+    """Published by the tracker on `agencies` when an agency or its contacts change."""
+
+    type: Literal["agency.upserted"] = "agency.upserted"
+    agency_id: uuid.UUID
+    name: str
+    emails: list[str] = Field(default_factory=list)
+    language: str = "en"
+    escalation_email: str | None = None
+    needs_review: bool = False

@@ -1,0 +1,23 @@
+"""Deterministic ids: the same natural key always gives the same id."""
+
+from __future__ import annotations
+
+import uuid
+
+HRTRACK_NAMESPACE = uuid.UUID("6f1d7c2e-3b9a-5e44-9a0c-2d7f1e8b4c10")
+
+
+def _key(*parts: object) -> str:
+    return "|".join(str(p).strip().casefold() for p in parts)
+
+
+def recommendation_id(*natural_key: object) -> uuid.UUID:
+    return uuid.uuid5(HRTRACK_NAMESPACE, "recommendation|" + _key(*natural_key))
+
+
+def agency_id(agency_key: str) -> uuid.UUID:
+    return uuid.uuid5(HRTRACK_NAMESPACE, "agency|" + agency_key)
+
+
+def assignment_id(recommendation: uuid.UUID, agency: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(HRTRACK_NAMESPACE, f"assignment|{recommendation}|{agency}")

@@ -1,0 +1,136 @@
+"""Kafka plumbing shared by the services: broker factory, topics, dead letters, lag."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from shared.metrics import CONSUMER_LAG, DEAD_LETTERS, kafka_middleware
+from shared.settings import ALL_TOPICS, dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+MAIN_TOPIC_PARTITIONS = 6
+
+
+def make_broker(bootstrap: str, app_name: str) -> KafkaBroker:
+    # acks="all" so a publish is acknowledged only once the broker has stored it;
+    # no idempotent producer: the dev broker (tansu) does not support InitProducerId.
+    return KafkaBroker(
+        bootstrap,
+        client_id=f"hrtrack-{app_name}",
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1024 * 1024,
+        request_timeout_ms=10_000,
+        middlewares=[kafka_middleware(app_name)],
+        logger=logging.getLogger(f"hrtrack.{app_name}.kafka"),
+    )
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str] = ALL_TOPICS) -> None:
+    """Create the main topics and their dead-letter topics (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        wanted = []
+        for topic in topics:
+            wanted.append(NewTopic(topic, MAIN_TOPIC_PARTITIONS, 1))
+            wanted.append(NewTopic(dead_letter_topic(topic), 1, 1))
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await ensure_topics(bootstrap)
+            return
+        except (KafkaError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("broker not ready yet (%s), retrying", exc)
+            await asyncio.sleep(0.5)
+
+
+def error_headers(error: BaseException | str, source_topic: str) -> dict[str, str]:
+    if isinstance(error, BaseException):
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        kind = type(error).__name__
+    else:
+        detail, kind = error, "InvalidMessage"
+    return {
+        "x-error-type": kind,
+        "x-error-message": detail[:4000],
+        "x-source-topic": source_topic,
+    }
+
+
+async def send_to_dead_letters(
+    broker: KafkaBroker,
+    source_topic: str,
+    body: bytes,
+    key: bytes | None,
+    error: BaseException | str,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
+    """Park a message that can never be processed, with the reason in its headers."""
+    headers = {**error_headers(error, source_topic), **(extra_headers or {})}
+    await broker.publish(body, topic=dead_letter_topic(source_topic), key=key, headers=headers)
+    DEAD_LETTERS.labels(topic=source_topic).inc()
+    log.warning(
+        "message sent to %s: %s", dead_letter_topic(source_topic), headers["x-error-message"]
+    )
+
+
+async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
+    """End offsets minus the group's committed offsets, summed over partitions."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            lag += max(0, ends[tp] - (committed or 0))
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def watch_consumer_lag(
+    bootstrap: str, group: str, topics: list[str], interval: float = 15.0
+) -> None:
+    """Background task: export consumer lag per topic for this service's group."""
+    while True:
+        for topic in topics:
+            try:
+                CONSUMER_LAG.labels(topic=topic, group=group).set(
+                    await consumer_lag(bootstrap, group, topic)
+                )
+            except Exception as exc:  # noqa: BLE001 - a metrics probe must never kill the service
+                log.debug("lag probe failed for %s: %s", topic, exc)
+        await asyncio.sleep(interval)

@@ -1,0 +1,49 @@
+"""Small helpers the tests share: waiting for a condition, reading the SMTP sink."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0,
+                     interval: float = 0.2, what: str = "condition") -> T:
+    """Poll `check` until it returns a truthy value (or stops raising AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s" + (f": {last}" if last else ""))
+
+
+def read_mails(mail_dir: Path) -> list[EmailMessage]:
+    mails = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        mails.append(message)
+    return mails
+
+
+def mails_to(mail_dir: Path, address: str) -> list[EmailMessage]:
+    return [m for m in read_mails(mail_dir) if address in str(m.get("To", ""))]
+
+
+def plain_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None, "mail has no text/plain part"
+    return str(part.get_content())

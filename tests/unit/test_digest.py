@@ -1,0 +1,463 @@
+"""Unit tests for services.notifier.digest (digest rendering and the email message)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import re
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import icalendar
+import pytest
+
+from services.notifier.digest import (
+    DigestItem,
+    RenderedDigest,
+    build_email,
+    event_uid,
+    excerpt,
+    normalize_language,
+    plural_category,
+    render_digest,
+)
+from services.notifier.policy import ReminderKind
+
+K = ReminderKind
+AS_OF = date(2009, 12, 1)
+REPORT_URL = "http://tracker.test:8002/"
+LONG_TEXT = (
+    "Ensure that every person deprived of liberty is afforded, in law and in practice, all "
+    "fundamental legal safeguards from the very outset of deprivation of liberty, including "
+    "the right to have prompt access to a lawyer and to an independent medical examination, "
+    "and to notify a relative of their choice."
+)
+
+
+def make_item(**overrides: object) -> DigestItem:
+    base = DigestItem(
+        assignment_id="asg-1",
+        recommendation_id="rec-1",
+        source="plan",
+        reference="NHRAP-2009-2012 / The Right to Privacy / No. 3",
+        text="Adopt a law on the protection of personal data.",
+        due_kind="deadline",
+        due_date=date(2009, 12, 31),
+        status="in_progress",
+        kind=K.UPCOMING,
+        agency_name="Ministry of Justice",
+        role="lead",
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def items() -> list[DigestItem]:
+    return [
+        make_item(),  # due in 30 days
+        make_item(
+            assignment_id="asg-2",
+            recommendation_id="rec-2",
+            source="treaty_body",
+            reference="CAT/C/KAZ/CO/3 para 15",
+            text=LONG_TEXT,
+            due_kind="follow_up",
+            due_date=date(2009, 11, 20),  # 11 days overdue
+            status="not_started",
+            kind=K.OVERDUE,
+            role="co",
+        ),
+        make_item(
+            assignment_id="asg-3",
+            recommendation_id="rec-3",
+            source="upr",
+            reference="KAZ / cycle 1 / 97.12",
+            text="Consider ratifying the Optional Protocol to the Convention against Torture.",
+            due_kind="report",
+            due_date=date(2009, 12, 8),  # 7 days left
+            status="partially_implemented",
+        ),
+    ]
+
+
+def render(items: list[DigestItem], language: str = "en", **kw: object) -> RenderedDigest:
+    args: dict[str, object] = {
+        "recipient_name": "Ministry of Justice",
+        "language": language,
+        "as_of": AS_OF,
+        "items": items,
+        "report_url": REPORT_URL,
+    }
+    args.update(kw)
+    return render_digest(**args)  # type: ignore[arg-type]
+
+
+def parse(msg: EmailMessage) -> EmailMessage:
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def calendar_part(msg: EmailMessage) -> EmailMessage:
+    parts = [p for p in msg.iter_attachments() if p.get_content_type() == "text/calendar"]
+    assert len(parts) == 1
+    return parts[0]
+
+
+# --- languages ------------------------------------------------------------------------
+
+
+def test_english_subject_is_informative(items: list[DigestItem]) -> None:
+    digest = render(items)
+    assert digest.subject == (
+        "hrtrack: 3 deadlines for Ministry of Justice — 1 overdue, next due 8 Dec 2009"
+    )
+    assert digest.language == "en"
+
+
+def test_subject_without_overdue_and_all_overdue(items: list[DigestItem]) -> None:
+    assert render([items[0]]).subject == (
+        "hrtrack: 1 deadline for Ministry of Justice — next due 31 Dec 2009"
+    )
+    assert render([items[1]], sender_name="NHRC").subject == (
+        "NHRC: 1 deadline for Ministry of Justice — 1 overdue"
+    )
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("en", ["Due date", "days overdue", "7 days left", "lead executor", "co-executor",
+                "quarterly progress report", "partially implemented", "How to report"]),
+        ("ru", ["Срок", "просрочено на 11 дней", "осталось 7 дней", "осталось 30 дней",
+                "ответственный исполнитель", "соисполнитель", "исполнено частично",
+                "ежеквартальный отчёт", "Как отчитаться", "Уважаемые коллеги", "декабря 2009 г.",
+                "Заключительные замечания договорного органа"]),
+        ("kk", ["Мерзімі", "мерзімі өткеніне 11 күн болды", "7 күн қалды", "30 күн қалды",
+                "жауапты орындаушы", "бірлесіп орындаушы", "ішінара орындалды",
+                "тоқсандық есеп", "Құрметті әріптестер", "2009 жылғы 31 желтоқсан",
+                "Шарттық органның қорытынды ескертулері"]),
+    ],
+)  # fmt: skip
+def test_all_languages_render(items: list[DigestItem], language: str, words: list[str]) -> None:
+    digest = render(items, language)
+    assert digest.language == language
+    for word in words:
+        assert word in digest.text, word
+        assert word in digest.html, word
+    assert f'<html lang="{language}">' in digest.html
+    if language != "en":  # no English labels left over
+        for english in ("Due date", "days left", "overdue", "Status", "Source", "lead executor"):
+            assert english not in digest.text
+        assert re.search(r"[А-Яа-яӘәҒғҚқҢңӨөҰұҮүІі]", digest.subject)
+
+
+def test_localized_subjects(items: list[DigestItem]) -> None:
+    assert render(items, "ru").subject == (
+        "hrtrack: Ministry of Justice — 3 срока, просрочено: 1, ближайший срок — 8 декабря 2009 г."
+    )
+    assert render(items, "kk").subject == (
+        "hrtrack: Ministry of Justice — 3 мерзім, мерзімі өткені: 1, "
+        "ең жақын мерзім — 2009 жылғы 8 желтоқсан"
+    )
+
+
+@pytest.mark.parametrize(
+    ("days_left", "phrase"),
+    [(1, "остался 1 день"), (2, "осталось 2 дня"), (5, "осталось 5 дней"),
+     (11, "осталось 11 дней"), (21, "остался 21 день"), (22, "осталось 22 дня")],
+)  # fmt: skip
+def test_russian_plural_forms_days_left(days_left: int, phrase: str) -> None:
+    due = date.fromordinal(AS_OF.toordinal() + days_left)
+    assert phrase in render([make_item(due_date=due)], "ru").text
+
+
+@pytest.mark.parametrize(
+    ("days_overdue", "phrase"),
+    [(1, "просрочено на 1 день"), (3, "просрочено на 3 дня"), (14, "просрочено на 14 дней"),
+     (31, "просрочено на 31 день")],
+)  # fmt: skip
+def test_russian_plural_forms_overdue(days_overdue: int, phrase: str) -> None:
+    due = date.fromordinal(AS_OF.toordinal() - days_overdue)
+    assert phrase in render([make_item(due_date=due, kind=K.OVERDUE)], "ru").text
+
+
+def test_kazakh_and_english_counts() -> None:
+    due1 = date(2009, 12, 2)
+    assert "1 күн қалды" in render([make_item(due_date=due1)], "kk").text
+    assert "1 day left" in render([make_item(due_date=due1)], "en").text
+    assert "due today" in render([make_item(due_date=AS_OF)], "en").text
+    assert "срок истекает сегодня" in render([make_item(due_date=AS_OF)], "ru").text
+
+
+def test_plural_categories() -> None:
+    assert [plural_category(n, "ru") for n in (1, 2, 4, 5, 11, 12, 14, 21, 22, 25, 101, 111)] == [
+        "one", "few", "few", "many", "many", "many", "many", "one", "few", "many", "one", "many",
+    ]  # fmt: skip
+    assert [plural_category(n, "en") for n in (0, 1, 2)] == ["other", "one", "other"]
+    assert plural_category(5, "kk") == "other"
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [("de", "en"), ("", "en"), ("ru-RU", "ru"), ("RU", "ru"), ("kk_KZ", "kk"), ("kz", "kk")],
+)
+def test_language_normalization_and_fallback(given: str, used: str) -> None:
+    assert normalize_language(given) == used
+
+
+def test_unknown_language_falls_back_to_english(items: list[DigestItem]) -> None:
+    digest = render(items, "fr")
+    assert digest.language == "en"
+    assert digest.subject.startswith("hrtrack: 3 deadlines for")
+    assert "Due date" in digest.text
+
+
+def test_catalogues_are_complete() -> None:
+    folder = Path(__file__).resolve().parents[2] / "services" / "notifier" / "templates"
+    cats = {
+        lang: json.loads((folder / f"messages.{lang}.json").read_text(encoding="utf-8"))
+        for lang in ("en", "ru", "kk")
+    }
+    for lang in ("ru", "kk"):
+        assert set(cats[lang]) == set(cats["en"]), lang
+        for key, value in cats["en"].items():
+            if isinstance(value, dict) and key in ("statuses", "roles", "sources", "due_kinds",
+                                                   "kinds", "flags"):  # fmt: skip
+                assert set(cats[lang][key]) == set(value), (lang, key)
+                assert all(cats[lang][key][k] != v for k, v in value.items()), (lang, key)
+    for key in ("days_left", "days_overdue", "summary", "subject_head"):
+        assert set(cats["ru"][key]) == {"one", "few", "many"}
+
+
+def test_catalogues_cover_shared_enums() -> None:
+    events = pytest.importorskip("shared.events")
+    folder = Path(__file__).resolve().parents[2] / "services" / "notifier" / "templates"
+    for lang in ("en", "ru", "kk"):
+        cat = json.loads((folder / f"messages.{lang}.json").read_text(encoding="utf-8"))
+        assert {str(k) for k in events.DueKind} <= set(cat["due_kinds"]), lang
+        assert {str(s) for s in events.AssignmentStatus} <= set(cat["statuses"]), lang
+        assert {str(s) for s in events.Source} <= set(cat["sources"]), lang
+
+
+# --- content and layout ---------------------------------------------------------------
+
+
+def test_groups_ordered_overdue_first_then_soonest(items: list[DigestItem]) -> None:
+    extra = make_item(
+        assignment_id="asg-4", source="upr", reference="Zeta action", due_date=date(2009, 12, 8)
+    )
+    digest = render([*items, extra])
+    headings = [
+        "20 November 2009 — 11 days overdue",
+        "8 December 2009 — 7 days left",
+        "31 December 2009 — 30 days left",
+    ]
+    for part in (digest.text, digest.html):
+        positions = [part.index(h) for h in headings]
+        assert positions == sorted(positions)
+        assert part.count("8 December 2009 — 7 days left") == 1  # one heading per date
+    # both items due on 8 Dec sit under the same heading, by agency, source, reference
+    text = digest.text
+    assert text.index("8 December 2009 — 7 days left") < text.index("KAZ / cycle 1 / 97.12")
+    assert text.index("KAZ / cycle 1 / 97.12") < text.index("Zeta action")
+    assert text.index("Zeta action") < text.index("31 December 2009 — 30 days left")
+
+
+def test_every_item_shows_its_details(items: list[DigestItem]) -> None:
+    digest = render(items)
+    for item in items:
+        url = f"http://tracker.test:8002/v1/assignments/{item.assignment_id}/reports"
+        for part in (digest.text, digest.html):
+            assert item.reference in part
+            assert url in part
+    text = digest.text
+    assert "Source: Treaty body concluding observations" in text
+    assert "Current status: not started" in text
+    assert "Agency: Ministry of Justice — co-executor" in text
+    assert "Due date: 20 November 2009 (11 days overdue)" in text
+    assert "POST http://tracker.test:8002/v1/assignments/{id}/reports" in " ".join(text.split())
+    assert "Authorization: Bearer" in text
+    assert "(assignment asg-2)" in text
+
+
+def test_excerpt_cut_at_word() -> None:
+    long = (LONG_TEXT + " ") * 3
+    cut = excerpt(long)
+    flat = " ".join(long.split())
+    assert cut.endswith("…")
+    body = cut[:-1]
+    assert len(body) <= 240
+    assert flat.startswith(body)
+    assert flat[len(body)] in " ,;:."  # cut falls between words
+    assert len(body) > 200
+    assert excerpt("short  text\n here") == "short text here"
+    assert excerpt("x" * 500) == "x" * 240 + "…"  # no word boundary: hard cut
+
+
+def test_digest_shows_excerpt_not_full_text() -> None:
+    long = (LONG_TEXT + " ") * 3
+    digest = render([make_item(text=long)])
+    html_text = digest.html
+    assert excerpt(long)[:-1] in " ".join(html_text.split())
+    assert long.strip()[-60:] not in digest.text.replace("\n   ", " ")
+    assert "…" in digest.text
+
+
+def test_html_escapes_item_text() -> None:
+    item = make_item(
+        text='<script>alert("x")</script> & more',
+        reference="<b>ref</b>",
+        agency_name="Ministry <img src=x onerror=alert(1)>",
+    )
+    digest = render([item], recipient_name="<i>MoJ</i>")
+    assert "<script>" not in digest.html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; more" in digest.html
+    assert "<b>ref</b>" not in digest.html and "&lt;b&gt;ref&lt;/b&gt;" in digest.html
+    assert "<img" not in digest.html
+    assert "<i>MoJ</i>" not in digest.html
+    assert '<script>alert("x")</script>' in digest.text  # plain text shows it verbatim
+
+
+def test_duplicate_obligation_listed_once_with_all_kinds(items: list[DigestItem]) -> None:
+    escalated = replace(items[1], kind=K.ESCALATION_AGENCY, flags=("no_contact",))
+    digest = render([*items, escalated])
+    assert digest.subject.startswith("hrtrack: 3 deadlines")
+    assert digest.text.count("CAT/C/KAZ/CO/3 para 15") == 1
+    assert "overdue reminder; escalation to the agency's management" in digest.text
+    assert "the agency has no contact address" in digest.text
+
+
+def test_rendering_is_deterministic(items: list[DigestItem]) -> None:
+    assert render(items, "ru") == render(list(reversed(items)), "ru")
+
+
+def test_empty_digest_is_refused() -> None:
+    with pytest.raises(ValueError):
+        render([])
+
+
+# --- the email message ----------------------------------------------------------------
+
+
+def test_message_structure_and_headers(items: list[DigestItem]) -> None:
+    digest = render(items, "ru")
+    msg = build_email(
+        digest=digest,
+        sender="hrtrack <noreply@hrtrack.test>",
+        recipient="Министерство юстиции <moj@gov.test>",
+        as_of=AS_OF,
+        message_id_domain="mail.hrtrack.test",
+        now=datetime(2009, 12, 1, 6, 0, tzinfo=UTC),
+    )
+    parsed = parse(msg)
+    assert parsed.get_content_type() == "multipart/mixed"
+    alternative, attachment = parsed.iter_parts()
+    assert alternative.get_content_type() == "multipart/alternative"
+    plain, html = alternative.iter_parts()
+    assert (plain.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert plain.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert plain.get_content() == digest.text
+    assert html.get_content() == digest.html
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "PUBLISH"
+    assert attachment.get_filename() == "hrtrack-2009-12-01.ics"
+
+    assert parsed["X-Hrtrack-As-Of"] == "2009-12-01"
+    assert parsed["Subject"] == digest.subject
+    assert parsed["To"].addresses[0].addr_spec == "moj@gov.test"
+    assert parsed["To"].addresses[0].display_name == "Министерство юстиции"
+    assert parsed["From"].addresses[0].addr_spec == "noreply@hrtrack.test"
+    assert parsed["Date"].datetime == datetime(2009, 12, 1, 6, 0, tzinfo=UTC)
+    assert re.fullmatch(r"<[^<>@\s]+@mail\.hrtrack\.test>", parsed["Message-ID"])
+    assert msg["Message-ID"] == parsed["Message-ID"]
+    assert parsed["Content-Language"] == "ru"
+    raw_headers = msg.as_bytes().split(b"\n\n", 1)[0]
+    raw_headers.decode("ascii")  # Cyrillic subject and names are RFC 2047-encoded
+
+
+def test_message_ids_are_unique(items: list[DigestItem]) -> None:
+    digest = render(items)
+    ids = {
+        build_email(digest=digest, sender="a@b.test", recipient="c@d.test", as_of=AS_OF)[
+            "Message-ID"
+        ]
+        for _ in range(20)
+    }
+    assert len(ids) == 20
+
+
+@pytest.mark.parametrize("evil", ["\r\n", "\n", "\r", "\u2028", "\x85"])
+def test_header_injection_impossible(items: list[DigestItem], evil: str) -> None:
+    digest = render(items, recipient_name=f"Ministry{evil}Bcc: spy@evil.test", sender_name="hr")
+    assert "\n" not in digest.subject and "\r" not in digest.subject
+    forged = replace(digest, subject=f"Hello{evil}Bcc: spy@evil.test{evil}{evil}body")
+    for d in (digest, forged):
+        msg = build_email(
+            digest=d,
+            sender=f'"hrtrack{evil}Bcc: spy@evil.test" <noreply@hrtrack.test>',
+            recipient=f'"MoJ{evil}Cc: spy@evil.test" <moj@gov.test>',
+            as_of=AS_OF,
+        )
+        raw = msg.as_bytes()
+        parsed = parse(msg)
+        assert parsed["Bcc"] is None and parsed["Cc"] is None
+        assert not re.search(rb"^(Bcc|Cc):", raw, re.MULTILINE)
+        assert "Bcc: spy@evil.test" in parsed["Subject"]  # kept as harmless text
+        assert [a.addr_spec for a in parsed["To"].addresses] == ["moj@gov.test"]
+
+
+def test_invalid_address_is_refused(items: list[DigestItem]) -> None:
+    with pytest.raises(ValueError):
+        build_email(digest=render(items), sender="hrtrack", recipient="x@y.test", as_of=AS_OF)
+
+
+# --- the calendar ---------------------------------------------------------------------
+
+
+def test_ics_parses_with_one_event_per_obligation(items: list[DigestItem]) -> None:
+    escalated = replace(items[1], kind=K.ESCALATION_COORDINATOR)
+    digest = render([*items, escalated], "kk")
+    msg = parse(build_email(digest=digest, sender="a@b.test", recipient="c@d.test", as_of=AS_OF))
+    ics = calendar_part(msg).get_content()
+    ics_bytes = ics if isinstance(ics, bytes) else ics.encode()
+    assert ics_bytes.replace(b"\r\n", b"\n") == digest.ics.replace(b"\r\n", b"\n")
+
+    cal = icalendar.Calendar.from_ical(digest.ics)
+    assert str(cal["METHOD"]) == "PUBLISH"
+    events = list(cal.walk("VEVENT"))
+    assert len(events) == 3
+    by_uid = {str(e["UID"]): e for e in events}
+    assert set(by_uid) == {
+        "asg-1-deadline-20091231@hrtrack",
+        "asg-2-follow_up-20091120@hrtrack",
+        "asg-3-report-20091208@hrtrack",
+    }
+    for item in items:
+        event = by_uid[event_uid(item.assignment_id, item.due_kind, item.due_date)]
+        start = event.decoded("DTSTART")
+        assert start == item.due_date and not isinstance(start, datetime)  # all-day
+        assert event.decoded("DTEND") == date.fromordinal(item.due_date.toordinal() + 1)
+        assert item.reference in str(event["SUMMARY"])
+        assert "DTSTAMP" in event
+    assert "орындау мерзімі" in str(by_uid["asg-1-deadline-20091231@hrtrack"]["SUMMARY"])
+
+
+def test_ics_uids_stable_across_digests(items: list[DigestItem]) -> None:
+    def uids(digest: RenderedDigest) -> set[str]:
+        return {str(e["UID"]) for e in icalendar.Calendar.from_ical(digest.ics).walk("VEVENT")}
+
+    first = render(items, "en")
+    later = render(items[:2], "ru", as_of=date(2009, 12, 20), recipient_name="Someone else")
+    assert uids(later) < uids(first)
+
+
+def test_ics_escapes_text_safely() -> None:
+    item = make_item(reference="Ref; with, commas\nand newline", text="Line 1\r\nEND:VEVENT")
+    cal = icalendar.Calendar.from_ical(render([item]).ics)
+    events = list(cal.walk("VEVENT"))
+    assert len(events) == 1
+    assert str(events[0]["SUMMARY"]) == "implementation deadline: Ref; with, commas and newline"
