@@ -96,6 +96,33 @@ def cmd_push(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size)
 
 
+def cmd_agencies_load(args: argparse.Namespace) -> int:
+    from hrtrack.agencies import load_file
+
+    info = stack_info(args)
+    url = args.url or os.environ.get("HRTRACK_TRACKER_URL") or info.get("tracker_url")
+    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
+    if not url or not token:
+        print("no tracker: set HRTRACK_DATA_DIR to a running dev stack, or --url and --token",
+              file=sys.stderr)
+        return 2
+    return load_file(Path(args.file), url=url, token=token)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from hrtrack.replay import replay
+
+    info = stack_info(args)
+    url = args.url or os.environ.get("HRTRACK_NOTIFIER_URL") or info.get("notifier_url")
+    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
+    if not url or not token:
+        print("no notifier: set HRTRACK_DATA_DIR to a running dev stack, or --url and --token",
+              file=sys.stderr)
+        return 2
+    return replay(url=url, token=token, start=date.fromisoformat(args.start),
+                  end=date.fromisoformat(args.end))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hrtrack", description=__doc__)
     parser.add_argument("--data-dir", help="dev stack data dir (default .hrtrack, "
@@ -135,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token")
     push.add_argument("--batch-size", type=int, default=1000)
     push.set_defaults(func=cmd_push)
+
+    agencies = sub.add_parser("agencies", help="the agency directory").add_subparsers(
+        dest="agencies_command", required=True)
+    load = agencies.add_parser("load", help="create or update agencies from a CSV or JSON file")
+    load.add_argument("file")
+    load.add_argument("--url", help="tracker URL")
+    load.add_argument("--token")
+    load.set_defaults(func=cmd_agencies_load)
+
+    replay = sub.add_parser("replay", help="run one reminder pass per day over a date range")
+    replay.add_argument("--from", dest="start", required=True, help="YYYY-MM-DD")
+    replay.add_argument("--to", dest="end", required=True, help="YYYY-MM-DD")
+    replay.add_argument("--url", help="notifier URL")
+    replay.add_argument("--token")
+    replay.set_defaults(func=cmd_replay)
     return parser
 
 
