@@ -110,6 +110,14 @@ class AssignmentEvent(EventBase):
         default_factory=list, description="Start dates of the quarters whose report is in"
     )
     version: int = 1
+    # Added fields keep defaults, so consumers of older events keep working.
+    due: date | None = Field(default=None, description="Last due date of the own deadline")
+    previous_status: AssignmentStatus | None = Field(
+        default=None, description="Status before this event (status_changed, closed)"
+    )
+    report_period: date | None = Field(
+        default=None, description="Quarter (its first day) of the report this event announces"
+    )
 
 
 class AgencyEvent(EventBase):

@@ -4,8 +4,13 @@ Two kinds of items come out, each with its chapter (the right concerned):
 
 - every row of the chapters' action tables (`No. Action Deadline Executors`), with the
   deadline and executors as written and parsed;
-- every item of the chapters' numbered recommendation lists whose text states when
-  ("In 2012, ratify ..."), with that deadline and no executors.
+- every item of the chapters' numbered recommendation lists whose text carries a year, with
+  the deadline it states ("In 2012, ratify ...") and no executors; an item whose years only
+  date past events or titles ("adopted in 1976") is kept with `needs_deadline`, never dropped.
+
+A chapter may hold several recommendation lists, each numbered from 1 ("In the Field of
+Educational Legislation:"); items of the second and later lists carry that list's heading as
+`subsection`, so (chapter, section, subsection, number) names one item.
 
 The text is as PDF extraction leaves it: line breaks mid-sentence, table cells wrapped over
 many lines (deadline and executors on the line after the action, blank lines inside cells),
@@ -39,9 +44,11 @@ class PlanAction(BaseModel):
     plan_period: tuple[int, int]
     chapter: str
     section: Literal["actions", "recommendations"]
+    subsection: str | None = None
     number: str
     text: str
     deadline: Deadline
+    executors_text: str = ""
     executors: list[Executor]
 
 
@@ -105,6 +112,9 @@ def _blank(lines: list[str], i: int) -> bool:
     return i < 0 or i >= len(lines) or not lines[i].strip()
 
 
+# A list heading longer than this is a paragraph ("...we recommend ... the following:").
+_MAX_HEADING = 150
+
 # Table cells are narrow columns (at most ~45 characters a line here); a new paragraph of
 # full-width lines is prose again.
 _PROSE_WIDTH = 80
@@ -153,6 +163,7 @@ class _RawItem:
     section: Literal["actions", "recommendations"]
     number: str
     lines: list[str] = field(default_factory=list)
+    subsection: str | None = None
 
 
 @dataclass
@@ -167,6 +178,35 @@ class _State:
     last_item_number: int = 0
     paragraph: list[str] = field(default_factory=list)
     items: list[_RawItem] = field(default_factory=list)
+    # Numbered recommendation lists seen in the current chapter; the heading of the list
+    # being read (a stand-alone heading before it names it too); its items' subsection.
+    lists_in_chapter: int = 0
+    list_heading: str | None = None
+    list_started: bool = False
+    pending_heading: str | None = None
+    subsection: str | None = None
+
+    def open_list(self, heading: str | None) -> None:
+        self.close()
+        self.mode, self.last_item_number = "recs", 0
+        self.list_heading, self.pending_heading = heading or self.pending_heading, None
+        self.list_started = False
+
+    def start_item(self) -> None:
+        """A list counts once it has an item ("...the following primary measures:" followed
+        by unnumbered paragraphs is no list): the first keeps no subsection, later ones are
+        named by their heading, or by their place when the heading is a whole paragraph."""
+        if self.list_started:
+            return
+        self.list_started = True
+        self.lists_in_chapter += 1
+        heading = self.list_heading
+        if self.lists_in_chapter == 1:
+            self.subsection = None
+        elif heading and len(heading) <= _MAX_HEADING:
+            self.subsection = heading
+        else:
+            self.subsection = f"List {self.lists_in_chapter}"
 
     def close(self) -> None:
         if self.current is not None:
@@ -195,6 +235,7 @@ def _scan(lines: list[str]) -> list[_RawItem]:
             state.close()
             state.chapter, state.mode = heading[0], "prose"
             state.paragraph = []
+            state.lists_in_chapter, state.pending_heading = 0, None
             i += heading[1]
             continue
         if _TABLE_HEADER.match(line):
@@ -233,33 +274,52 @@ def _prose_line(state: _State, lines: list[str], i: int) -> None:
             state.current.lines.append("")
             state.paragraph_start = len(state.current.lines)
         return
-    if state.mode == "recs" and _section_heading(lines, i):
-        state.close()
-        state.mode = "prose"
+    if _section_heading(lines, i):
+        if state.mode == "recs":
+            state.close()
+            state.mode = "prose"
+        state.pending_heading = text
         return
     state.paragraph.append(text)
     if state.mode == "prose":
         # A paragraph that recommends and ends in ":" opens the recommendation lists,
         # which run to the end of the chapter.
         if text.endswith(":") and _RECOMMEND.search(" ".join(state.paragraph)):
-            state.mode, state.last_item_number = "recs", 0
+            state.open_list(None)
         return
     m = _ITEM_START.match(line)
     if m:
         number = _item_number(m[1], state)
         state.last_item_number = number
-        state.open(_RawItem(state.chapter, "recommendations", str(number), [m[2]]))
+        state.start_item()
+        state.open(_RawItem(state.chapter, "recommendations", str(number), [m[2]],
+                            subsection=state.subsection))
         return
     if text.endswith(":") and state.paragraph_start != -1:
         # A paragraph of its own ending in ":" ("In the Field of Educational Legislation:")
         # opens the next list; it is not part of the item before it.
         if state.current is not None and state.paragraph_start > 0:
             del state.current.lines[state.paragraph_start :]
-        state.close()
-        state.last_item_number = 0
+        state.open_list(_heading_text(state.paragraph))
+        return
+    if text.endswith(":") and _is_title_line(text[:-1]) and _next_is_first_item(lines, i):
+        # The same heading at the top of a page, with no blank line after the item before.
+        state.open_list(_heading_text([text]))
         return
     if state.current is not None:
         state.current.lines.append(line)
+
+
+def _heading_text(paragraph: list[str]) -> str:
+    return re.sub(r"\s+", " ", " ".join(paragraph)).strip().rstrip(":").strip()
+
+
+def _next_is_first_item(lines: list[str], i: int) -> bool:
+    for line in lines[i + 1 :]:
+        if line.strip():
+            m = _ITEM_START.match(line)
+            return bool(m) and m[1] in ("1", "\ufffd")
+    return False
 
 
 # --- from raw items to actions --------------------------------------------------------------
@@ -279,6 +339,10 @@ def _row_parts(lines: list[str]) -> tuple[str, str, str]:
     return join_pdf_lines(cells), "", ""
 
 
+# A year, also one with a digit lost in extraction ("20\ufffd2").
+_YEAR = re.compile(r"(?<!\d)(?:19|20)[\d\ufffd]{2}(?!\d)")
+
+
 def _actions(
     raw: list[_RawItem], plan: str, title: str, period: tuple[int, int]
 ) -> Iterator[PlanAction]:
@@ -289,6 +353,7 @@ def _actions(
             "plan_period": period,
             "chapter": item.chapter,
             "section": item.section,
+            "subsection": item.subsection,
             "number": item.number,
         }
         if item.section == "actions":
@@ -297,17 +362,22 @@ def _actions(
                 **common,
                 text=text,
                 deadline=parse_deadline(deadline_text, plan_period=period),
+                executors_text=join_pdf_lines(executors_text),
                 executors=parse_executors(executors_text),
             )
             continue
         text = join_pdf_lines(item.lines)
-        deadline = deadline_in_text(text)
-        if deadline is not None:
-            yield PlanAction(**common, text=text, deadline=deadline, executors=[])
+        if not _YEAR.search(text):
+            continue
+        # A year that only dates a past event or a title is no deadline: kept, flagged.
+        deadline = deadline_in_text(text) or Deadline(
+            text="", start=None, due=None, needs_deadline=True
+        )
+        yield PlanAction(**common, text=text, deadline=deadline, executors=[])
 
 
 def parse_plan(text: str) -> list[PlanAction]:
-    """Every action-table row and every dated recommendation-list item of the plan."""
+    """Every action-table row and every recommendation-list item with a year of the plan."""
     plan, title, period = _plan_identity(text)
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return list(_actions(_scan(lines), plan, title, period))
@@ -326,6 +396,7 @@ def plan_actions_json(actions: list[PlanAction]) -> list[dict[str, Any]]:
             "plan_period": list(a.plan_period),
             "chapter": a.chapter,
             "section": a.section,
+            "subsection": a.subsection,
             "number": a.number,
             "text": a.text,
             "deadline": {
@@ -335,6 +406,7 @@ def plan_actions_json(actions: list[PlanAction]) -> list[dict[str, Any]]:
                 "recurrence": a.deadline.recurrence,
                 "needs_deadline": a.deadline.needs_deadline,
             },
+            "executors_text": a.executors_text,
             "executors": [{"name": e.name, "role": e.role.value} for e in a.executors],
         }
         for a in actions

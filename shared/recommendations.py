@@ -1,7 +1,9 @@
 """Recommendations as coordinators post them, and their normalization into events.
 
-One pydantic model per source, discriminated by `source`. Normalization is pure: it
-derives the deterministic id, the parsed deadline and due dates and the executors.
+One pydantic model per source, discriminated by `source` (DESIGN.md sections 1 and 6).
+Normalization is pure: it derives the deterministic id from the natural key, the parsed
+deadline and due dates and the executors. The content hash of the validated payload is the
+version identity: intake is stateless, the tracker numbers the versions.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.deadlines import Deadline, parse_deadline, upr_derived_deadlines
 from shared.events import DueDate, DueKind, RecommendationEvent, Source
@@ -56,7 +66,7 @@ class DeadlineIn(BaseModel):
 class _RecommendationBase(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    text: str = Field(min_length=1, max_length=20_000)
+    text: str = Field(min_length=1, max_length=20_000, description="The recommendation's text")
     executors: list[Executor] | Annotated[str, Field(max_length=5_000)] | None = Field(
         default=None, description="A list of {name, role}, or the executors text as written"
     )
@@ -64,23 +74,35 @@ class _RecommendationBase(BaseModel):
         default=None, description="The deadline as written, or {due, start}"
     )
     themes: list[ShortText] = Field(default_factory=list, max_length=50)
-    affected_groups: list[ShortText] = Field(default_factory=list, max_length=50)
+    affected_groups: list[ShortText] = Field(
+        default_factory=list, max_length=50, description="e.g. women, children, migrants"
+    )
 
 
 StateCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3")]
 
 
 class UprRecommendation(_RecommendationBase):
+    """A recommendation of the Universal Periodic Review; key: state, cycle, paragraph."""
+
     source: Literal["upr"]
     state: StateCode
-    cycle: int = Field(ge=1, le=20)
-    session: int | None = Field(default=None, ge=1)
-    review_date: date
+    cycle: int = Field(ge=1, le=20, description="UPR cycle (1 = 2008-2011)")
+    session: int | None = Field(default=None, ge=1, le=200, description="Working-group session")
+    review_date: date = Field(description="Date of the review in the working group")
     symbol: ShortText | None = Field(default=None, description="Report symbol, e.g. A/HRC/14/10")
-    paragraph: Annotated[str, Field(min_length=1, max_length=20, pattern=r"^\d+(\.\d+)*$")]
+    paragraph: Annotated[
+        str,
+        Field(min_length=1, max_length=20, pattern=r"^\d+(\.\d+)*$",
+              description="Paragraph of the report, e.g. 97.12"),
+    ]
     recommending_states: list[ShortText] = Field(default_factory=list, max_length=200)
-    response: UprResponse | None = None
-    sdgs: list[Annotated[int, Field(ge=1, le=17)]] = Field(default_factory=list)
+    response: UprResponse | None = Field(
+        default=None, description="The state's response: supported, supported_in_part, noted"
+    )
+    sdgs: list[Annotated[int, Field(ge=1, le=17)]] = Field(
+        default_factory=list, max_length=17, description="Sustainable Development Goals 1-17"
+    )
 
     def natural_key(self) -> list[str]:
         return ["upr", self.state, str(self.cycle), self.paragraph]
@@ -90,25 +112,48 @@ class UprRecommendation(_RecommendationBase):
 
 
 class TreatyBodyRecommendation(_RecommendationBase):
+    """A treaty body's concluding observation; key: committee, symbol, paragraph(, sub)."""
+
     source: Literal["treaty_body"]
     state: StateCode
     committee: Committee
-    symbol: ShortText
+    symbol: ShortText = Field(description="Document symbol, e.g. CAT/C/KAZ/CO/3")
     paragraph: Annotated[str, Field(min_length=1, max_length=20)]
-    sub_paragraph: Annotated[str, Field(max_length=20)] | None = None
-    adopted: date
-    follow_up: bool = False
-    follow_up_due: date | None = None
-    follow_up_grade: Literal["A", "B", "C", "D", "E"] | None = None
-    next_report_due: date | None = None
+    sub_paragraph: Annotated[str, Field(max_length=20)] | None = Field(
+        default=None, description="e.g. (a)"
+    )
+    adopted: date = Field(description="Adoption date of the concluding observations")
+    follow_up: bool = Field(
+        default=False, description="The committee asked for a follow-up report on it"
+    )
+    # Checked field by field (not on the whole model) so an error names the field.
+    follow_up_due: date | None = Field(
+        default=None, validate_default=True, description="Due date of the follow-up report"
+    )
+    follow_up_grade: Literal["A", "B", "C", "D", "E"] | None = Field(
+        default=None, description="The committee's assessment of the follow-up, A-E"
+    )
+    next_report_due: date | None = Field(
+        default=None, validate_default=True, description="Due date of the next periodic report"
+    )
 
-    @model_validator(mode="after")
-    def _follow_up_dates(self) -> TreatyBodyRecommendation:
-        if self.follow_up and self.follow_up_due is None:
-            raise ValueError("follow_up_due is required when follow_up is true")
-        if self.follow_up_due and self.follow_up_due < self.adopted:
-            raise ValueError("follow_up_due must not be before the adoption date")
-        return self
+    @field_validator("follow_up_due")
+    @classmethod
+    def _follow_up_due(cls, value: date | None, info: ValidationInfo) -> date | None:
+        if value is None and info.data.get("follow_up"):
+            raise ValueError("required when follow_up is true")
+        adopted = info.data.get("adopted")
+        if value and adopted and value < adopted:
+            raise ValueError(f"must not be before the adoption date {adopted.isoformat()}")
+        return value
+
+    @field_validator("next_report_due")
+    @classmethod
+    def _next_report_due(cls, value: date | None, info: ValidationInfo) -> date | None:
+        adopted = info.data.get("adopted")
+        if value and adopted and value < adopted:
+            raise ValueError(f"must not be before the adoption date {adopted.isoformat()}")
+        return value
 
     def natural_key(self) -> list[str]:
         return ["treaty_body", self.committee.value, self.symbol, self.paragraph,
@@ -119,28 +164,43 @@ class TreatyBodyRecommendation(_RecommendationBase):
         return f"{self.committee.value} / {self.symbol} / {para}"
 
 
+Year = Annotated[int, Field(ge=1900, le=2100)]
+
+
 class PlanRecommendation(_RecommendationBase):
+    """An action of a National Plan; key: plan, chapter, table or list, number."""
+
     source: Literal["plan"]
-    plan: ShortText
+    plan: ShortText = Field(description="Plan id, e.g. NHRAP-2009-2012")
     plan_title: ShortText | None = None
-    plan_period: tuple[int, int] | None = None
-    chapter: ShortText
-    section: Literal["actions", "recommendations"] = "actions"
+    plan_period: tuple[Year, Year] | None = Field(
+        default=None, description="[first year, last year]; 'Yearly' recurs over it"
+    )
+    chapter: ShortText = Field(description="The chapter (the right concerned)")
+    section: Literal["actions", "recommendations"] = Field(
+        default="actions", description="The chapter's action table, or its recommendation lists"
+    )
+    subsection: ShortText | None = Field(
+        default=None, description="Heading of a chapter's second or later recommendation list"
+    )
     number: Annotated[str, Field(min_length=1, max_length=20)]
 
     @field_validator("plan_period")
     @classmethod
     def _period_ordered(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
         if value and value[0] > value[1]:
-            raise ValueError("plan_period must be (first year, last year)")
+            raise ValueError("must be [first year, last year]")
         return value
 
     def natural_key(self) -> list[str]:
-        return ["plan", self.plan, self.chapter, self.section, self.number]
+        # The subsection only when there is one, so ids of first lists and tables stay put.
+        sub = [self.subsection] if self.subsection else []
+        return ["plan", self.plan, self.chapter, self.section, *sub, self.number]
 
     def reference(self) -> str:
         kind = "action" if self.section == "actions" else "recommendation"
-        return f"{self.plan} / {self.chapter} / {kind} {self.number}"
+        sub = f" / {self.subsection}" if self.subsection else ""
+        return f"{self.plan} / {self.chapter}{sub} / {kind} {self.number}"
 
 
 RecommendationIn = Annotated[

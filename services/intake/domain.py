@@ -1,59 +1,259 @@
-"""Intake's pure logic: turn posted JSON into recommendation events, or say what is wrong."""
+"""Intake's pure logic: turn posted items into recommendation events, or say what is wrong.
+
+Nothing here does I/O. Errors name the field as the client wrote it (`items[3].review_date`,
+`row 7: review_date`), never pydantic's internal union branches.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from shared.events import RecommendationEvent
+from shared.plan_parser import PlanAction
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
-from shared.web import validation_errors
+
+SOURCES = ("upr", "treaty_body", "plan")
+MAX_JSON_DEPTH = 32
+
+
+class BadRequest(ValueError):
+    """The request as a whole is unusable (not JSON, not UTF-8, too deep): answered 400."""
 
 
 @dataclass(frozen=True)
 class Rejection:
+    """One item or row refused, with where it was and every reason."""
+
     index: int
     errors: list[dict[str, Any]]
+    label: str = "index"
+    extra: tuple[tuple[str, Any], ...] = ()
 
-    def as_dict(self, label: str = "index") -> dict[str, Any]:
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in self.errors[:10])
-        return {label: self.index, "reason": summary, "errors": self.errors}
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{e['field']}: {e['message']}" for e in self.errors[:10])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {self.label: self.index, **dict(self.extra), "reason": self.reason,
+                "errors": self.errors}
 
 
-def validate_item(raw: Any, *, submitted_by: str) -> RecommendationEvent:
-    """Raises pydantic.ValidationError naming the field."""
-    return to_event(RECOMMENDATION_ADAPTER.validate_python(raw), submitted_by=submitted_by)
+# --- error messages ---------------------------------------------------------------------------
+
+# Names pydantic gives union branches in error locations ("deadline.DeadlineIn",
+# "executors.list[Executor]", "deadline.str"): not fields, so left out of the path.
+_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "date", "none", "dict", "list"})
+
+
+def _is_branch(part: str) -> bool:
+    return part in _BRANCH_NAMES or part[:1].isupper() or any(c in part for c in "[-")
+
+
+def _path(loc: Sequence[Any], prefix: str) -> str:
+    parts = list(loc)
+    if parts and parts[0] in SOURCES:  # the discriminated union's tag
+        parts = parts[1:]
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _is_branch(str(part)):
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type")
+    if kind == "union_tag_invalid":
+        got = (error.get("ctx") or {}).get("tag")
+        return f"must be one of {', '.join(SOURCES)} (got {got!r})"
+    if kind == "union_tag_not_found":
+        return f"field required: one of {', '.join(SOURCES)}"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "model_attributes_type":
+        return "must be a JSON object (a recommendation)"
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    """Pydantic errors as [{field, message, type}], one per field and message."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))
+        kind = str(error.get("type", "value_error"))
+        if kind.startswith("union_tag"):
+            loc = [*loc, "source"]
+        field, message = _path(loc, prefix), _message(dict(error))
+        if (field, message) in seen:
+            continue
+        seen.add((field, message))
+        out.append({"field": field, "message": message, "type": kind})
+    return out
+
+
+# --- JSON bodies ------------------------------------------------------------------------------
+
+
+def decode_utf8(body: bytes, what: str = "body") -> str:
+    """The body as text; BadRequest naming the first byte that is not UTF-8 and its line."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise BadRequest(
+            f"{what} is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start} "
+            f"(line {line})"
+        ) from exc
+    return text.removeprefix("\ufeff")  # a byte-order mark is not content
+
+
+def _depth_exceeded(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    text = decode_utf8(body)
+    if not text.strip():
+        raise BadRequest("body is empty: expected a JSON recommendation or {\"items\": [...]}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError as exc:  # the C decoder gives up on absurd nesting
+        raise BadRequest(f"body is nested deeper than {max_depth} levels") from exc
+    if _depth_exceeded(value, max_depth):
+        raise BadRequest(f"body is nested deeper than {max_depth} levels")
+    return value
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a POST /v1/recommendations body holds: one item, or a batch."""
+
+    items: list[Any]
+    batch: bool
+
+
+def envelope(raw: Any) -> Envelope:
+    """{"items": [...]} is a batch; any other object is one recommendation."""
+    if isinstance(raw, dict) and "source" not in raw and "items" in raw:
+        unknown = sorted(set(raw) - {"items"})
+        if unknown:
+            raise BatchError(f"{unknown[0]}: unknown field (a batch is {{\"items\": [...]}})")
+        if not isinstance(raw["items"], list):
+            raise BatchError("items: must be a list of recommendations")
+        if not raw["items"]:
+            raise BatchError("items: must not be empty")
+        return Envelope(raw["items"], batch=True)
+    if isinstance(raw, list):
+        raise BatchError('body: a batch must be {"items": [...]}, not a bare list')
+    return Envelope([raw], batch=False)
+
+
+class BatchError(ValueError):
+    """The batch envelope is wrong (answered 422 naming the field)."""
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def validate_item(raw: Any, *, submitted_by: str, prefix: str = "") -> RecommendationEvent:
+    """The event for one posted item; raises ItemInvalid naming each field."""
+    try:
+        return to_event(RECOMMENDATION_ADAPTER.validate_python(raw), submitted_by=submitted_by)
+    except ValidationError as exc:
+        raise ItemInvalid(describe_errors(exc, prefix)) from exc
+
+
+class ItemInvalid(ValueError):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors[:10]))
+        self.errors = errors
 
 
 def validate_items(
-    items: list[Any], *, submitted_by: str, first_index: int = 0
+    items: Sequence[Any],
+    *,
+    submitted_by: str,
+    prefix: str = "items",
+    label: str = "index",
+    first_index: int = 0,
+    extras: Sequence[tuple[tuple[str, Any], ...]] | None = None,
 ) -> tuple[list[RecommendationEvent], list[Rejection]]:
+    """Events for the valid items, rejections (with index and reasons) for the others."""
     events: list[RecommendationEvent] = []
     rejections: list[Rejection] = []
     for offset, raw in enumerate(items):
+        index = first_index + offset
+        path = f"{prefix}[{index}]" if prefix else ""
         try:
-            events.append(validate_item(raw, submitted_by=submitted_by))
-        except ValidationError as exc:
+            events.append(validate_item(raw, submitted_by=submitted_by, prefix=path))
+        except ItemInvalid as exc:
             rejections.append(
-                Rejection(first_index + offset, validation_errors(list(exc.errors())))
-            )
-        except ValueError as exc:
-            # Normalization errors that are not field errors still name the item.
-            rejections.append(
-                Rejection(
-                    first_index + offset,
-                    [{"field": "body", "message": str(exc), "type": "value_error"}],
-                )
+                Rejection(index, exc.errors, label, extras[offset] if extras else ())
             )
     return events, rejections
 
 
-def deduplicate(events: list[RecommendationEvent]) -> list[RecommendationEvent]:
+def item_source(raw: Any) -> str:
+    """The item's source as a bounded metrics label."""
+    source = raw.get("source") if isinstance(raw, dict) else None
+    return source if source in SOURCES else "unknown"
+
+
+def deduplicate(events: Iterable[RecommendationEvent]) -> list[RecommendationEvent]:
     """Within one request the last version of a recommendation wins (per-key order is kept)."""
     latest: dict[Any, RecommendationEvent] = {}
     for event in events:
         latest.pop(event.recommendation_id, None)
         latest[event.recommendation_id] = event
     return list(latest.values())
+
+
+def unique_ids(events: Iterable[RecommendationEvent]) -> list[str]:
+    return list(dict.fromkeys(str(e.recommendation_id) for e in events))
+
+
+# --- the National Plan ------------------------------------------------------------------------
+
+
+def plan_item(action: PlanAction, plan: str | None = None) -> dict[str, Any]:
+    """A parsed plan action as a posted plan recommendation: deadline and executors as
+    written, so the payload keeps the document's words and intake parses them once more
+    by the same rules."""
+    item: dict[str, Any] = {
+        "source": "plan",
+        "plan": plan or action.plan,
+        "plan_title": action.plan_title,
+        "chapter": action.chapter,
+        "section": action.section,
+        "number": action.number,
+        "text": action.text,
+    }
+    if action.plan_period != (0, 0):
+        item["plan_period"] = list(action.plan_period)
+    if action.subsection:
+        item["subsection"] = action.subsection
+    if action.deadline.text:
+        item["deadline"] = action.deadline.text
+    if action.executors_text:
+        item["executors"] = action.executors_text
+    return item

@@ -415,18 +415,22 @@ def build_email(
     as_of: date,
     message_id_domain: str = "hrtrack.local",
     now: datetime | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """multipart/mixed: multipart/alternative (text, html) + the .ics attachment.
 
     ``sender`` and ``recipient`` are addresses, optionally with a display name
-    ("Ministry of Justice <moj@example.kz>"). The Message-ID is in ``msg["Message-ID"]``.
+    ("Ministry of Justice <moj@example.kz>"). The Message-ID is in ``msg["Message-ID"]``:
+    ``message_id`` when given (a stable id lets a re-sent digest be recognised as the same
+    message), otherwise a fresh one.
     """
     msg = EmailMessage()
     msg["From"] = _address(sender, "sender")
     msg["To"] = _address(recipient, "recipient")
     msg["Subject"] = one_line(digest.subject)  # CR/LF can never start a new header
     msg["Date"] = format_datetime(now or datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(domain=one_line(message_id_domain).replace(" ", ""))
+    msg["Message-ID"] = one_line(message_id) if message_id else make_msgid(
+        domain=one_line(message_id_domain).replace(" ", ""))
     msg["X-Hrtrack-As-Of"] = as_of.isoformat()
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
     msg.set_content(digest.text, charset="utf-8")

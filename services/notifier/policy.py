@@ -12,20 +12,25 @@ import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 __all__ = [
     "Reminder",
     "ReminderKind",
     "ReminderPolicy",
+    "Route",
     "kinds_for_offset",
     "offsets_for_day",
     "quarter_end",
     "quarter_report_due",
+    "quarter_start",
     "reminders_for",
     "report_due_dates",
+    "report_periods",
+    "route",
     "should_remind",
 ]
 
@@ -47,19 +52,29 @@ def _split_csv(value: Any) -> Any:
 
 
 class ReminderPolicy(BaseModel):
-    """Reminder timing. A plain pydantic model so a settings module can fill it from env."""
+    """Reminder timing. A plain pydantic model so a settings module can fill it from env.
+
+    ``NoDecode``: environment values such as ``30,14,7,1`` reach the validators as text
+    instead of failing pydantic-settings' JSON decoding.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    before_days: tuple[int, ...] = (30, 14, 7, 1)
+    before_days: Annotated[tuple[int, ...], NoDecode] = (30, 14, 7, 1)
     overdue_first_day: int = Field(default=1, ge=1)
     overdue_every_days: int = Field(default=7, ge=1)
     escalate_agency_after_days: int = Field(default=14, ge=1)
     escalate_coordinators_after_days: int = Field(default=30, ge=1)
+    # The weekly overdue rhythm never ends by itself; past this many days a pass stops
+    # selecting the item (it bounds the due-set query's list of dates).
+    overdue_horizon_days: int = Field(default=5 * 366, ge=0)
     # quarterly progress report due on this day of the month after each quarter
     report_due_day: int = Field(default=10, ge=1, le=31)
+    # Reports are owed from active_from up to the last own due date; without one, this long.
+    report_horizon_days: int = Field(default=2 * 365, ge=0)
     remind_partners: bool = False
-    closed_statuses: frozenset[str] = frozenset({"implemented", "cancelled", "closed"})
+    closed_statuses: Annotated[frozenset[str], NoDecode] = frozenset(
+        {"implemented", "cancelled", "closed"})
 
     @field_validator("before_days", mode="before")
     @classmethod
@@ -181,3 +196,65 @@ def report_due_dates(start: date, end: date, policy: ReminderPolicy) -> list[dat
         if q_end >= end:
             return dues
         day = q_end + timedelta(days=1)
+
+
+def quarter_start(day: date) -> date:
+    """First day of the calendar quarter containing ``day``."""
+    return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+
+
+def report_periods(
+    active_from: date | None,
+    own_dues: list[date],
+    reported: list[date] | set[date] | frozenset[date],
+    policy: ReminderPolicy,
+) -> list[tuple[date, date]]:
+    """``(quarter start, report due date)`` of every quarterly progress report still owed.
+
+    Reports are owed for each quarter from the one containing ``active_from`` up to the one
+    containing the last own due date (or ``report_horizon_days`` after ``active_from`` when
+    there is none); quarters whose start is in ``reported`` are in already.
+    """
+    if active_from is None:
+        return []
+    end = max(own_dues) if own_dues else active_from + timedelta(days=policy.report_horizon_days)
+    done = {quarter_start(d) for d in reported}
+    periods: list[tuple[date, date]] = []
+    day = quarter_start(active_from)
+    while day <= end:
+        if day not in done:
+            periods.append((day, quarter_report_due(day, policy)))
+        day = quarter_end(day) + timedelta(days=1)
+    return periods
+
+
+# --- who hears of a reminder ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    recipient: str
+    recipient_kind: str  # agency | escalation | coordinator
+    flags: tuple[str, ...] = ()
+
+
+def route(
+    kind: ReminderKind,
+    emails: list[str] | None,
+    escalation_email: str | None,
+    coordinators: list[str],
+) -> list[Route]:
+    """Recipients of one reminder. Nobody is ever skipped silently: an agency without a
+    contact (or without an escalation contact, for escalations) makes its reminder go to the
+    coordinators, flagged. An empty result means there is nobody at all to tell (no
+    coordinators configured); the caller reports it."""
+    if kind is ReminderKind.ESCALATION_COORDINATOR:
+        return [Route(c, "coordinator") for c in coordinators]
+    if kind is ReminderKind.ESCALATION_AGENCY:
+        if escalation_email and escalation_email.strip():
+            return [Route(escalation_email.strip(), "escalation")]
+        return [Route(c, "coordinator", ("no_escalation_contact",)) for c in coordinators]
+    addresses = [e.strip() for e in (emails or []) if e and e.strip()]
+    if addresses:
+        return [Route(a, "agency") for a in dict.fromkeys(addresses)]
+    return [Route(c, "coordinator", ("no_contact",)) for c in coordinators]

@@ -6,10 +6,12 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pydantic import EmailStr
+from pydantic import EmailStr, HttpUrl
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
+
+from shared.events import AssignmentStatus, Source
 
 SCHEMA = "tracker"
 metadata = MetaData(schema=SCHEMA)
@@ -93,6 +95,8 @@ class Recommendation(TrackerModel, table=True):
     needs_deadline: bool = False
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # occurred_at of the event last applied: a re-delivered older event never wins.
+    last_event_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class RecommendationVersion(TrackerModel, table=True):
@@ -112,6 +116,7 @@ class Assignment(TrackerModel, table=True):
     __table_args__ = (
         Index("ix_assignments_agency_status", "agency_id", "status"),
         Index("ix_assignments_recommendation", "recommendation_id"),
+        Index("ix_assignments_status_due", "status", "due"),
     )
     id: uuid.UUID = Field(primary_key=True)
     recommendation_id: uuid.UUID = Field(foreign_key="tracker.recommendations.id")
@@ -167,3 +172,124 @@ class OutboxEvent(TrackerModel, table=True):
     payload: str
     created_at: datetime = _ts()
     published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+# --- HTTP schemas ---------------------------------------------------------------------------
+
+
+class ReportCreate(TrackerModel):
+    """A progress report on one assignment (POST /v1/assignments/{id}/reports)."""
+
+    status: AssignmentStatus
+    text: str = Field(min_length=1, max_length=20_000)
+    evidence_links: list[HttpUrl] = Field(default_factory=list, max_length=50)
+    period: date | None = Field(
+        default=None, description="Any day of the quarter reported on; default the current one")
+
+
+class ReportPublic(TrackerModel):
+    id: uuid.UUID
+    assignment_id: uuid.UUID
+    period_start: date
+    status: AssignmentStatus
+    text: str
+    evidence_links: list[str]
+    submitted_by: str
+    submitted_at: datetime
+
+
+class HistoryPublic(TrackerModel):
+    action: str
+    actor: str
+    data: dict[str, Any]
+    at: datetime
+
+
+class ReportPeriodPublic(TrackerModel):
+    start: date
+    end: date
+    due: date
+    reported: bool
+
+
+class AssignmentPublic(TrackerModel):
+    id: uuid.UUID
+    recommendation_id: uuid.UUID
+    source: Source
+    reference: str
+    agency_id: uuid.UUID
+    agency_name: str
+    role: str
+    status: AssignmentStatus
+    due: date | None
+    overdue: bool
+    active_from: date | None
+    version: int
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+class AssignmentDetail(AssignmentPublic):
+    text: str
+    deadline: dict[str, Any]
+    due_dates: list[dict[str, Any]]
+    report_periods: list[ReportPeriodPublic]
+    reports: list[ReportPublic]
+    history: list[HistoryPublic]
+
+
+class ReportAccepted(TrackerModel):
+    report: ReportPublic
+    assignment: AssignmentPublic
+
+
+class AssignmentPage(TrackerModel):
+    items: list[AssignmentPublic]
+    total: int
+    limit: int
+    offset: int
+    next: str | None = Field(description="URL of the next page, or null on the last one")
+
+
+class RecommendationSummary(TrackerModel):
+    id: uuid.UUID
+    source: Source
+    reference: str
+    text: str
+    due: date | None
+    needs_deadline: bool
+    version: int
+    status: AssignmentStatus = Field(description="Overall status from its assignments")
+    agencies: int
+    updated_at: datetime
+
+
+class RecommendationPage(TrackerModel):
+    items: list[RecommendationSummary]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class ExportAgency(TrackerModel):
+    agency_id: uuid.UUID
+    name: str
+    role: str
+    status: AssignmentStatus
+
+
+class ImplementationRow(TrackerModel):
+    """One line of the follow-up report a state sends to the UN."""
+
+    recommendation_id: uuid.UUID
+    reference: str
+    source: Source
+    text: str
+    deadline: str
+    due: date | None
+    agencies: list[ExportAgency]
+    status: AssignmentStatus
+    latest_report_text: str | None
+    latest_report_date: date | None
+    latest_report_agency: str | None

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.tracker.domain import ExecutorClaim, active_from, executor_claims, own_due
+from services.tracker.domain import (
+    ExecutorClaim,
+    active_from,
+    claims_by_agency,
+    executor_claims,
+    is_closed,
+    own_due,
+)
 from services.tracker.models import (
     Agency,
     AgencyAlias,
@@ -40,7 +47,7 @@ from shared.events import (
 )
 from shared.ids import agency_id as make_agency_id
 from shared.ids import assignment_id as make_assignment_id
-from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS
+from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS, TOPIC_RECOMMENDATIONS
 
 AGENCIES = Agency.__table__  # type: ignore[attr-defined]
 ALIASES = AgencyAlias.__table__  # type: ignore[attr-defined]
@@ -51,7 +58,8 @@ REPORTS = ProgressReport.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryEntry.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxEvent.__table__  # type: ignore[attr-defined]
 
-CHUNK = 5000  # rows per statement: keeps bind parameters under PostgreSQL's limit
+CHUNK = 4000  # rows per statement: keeps bind parameters under PostgreSQL's limit
+SYSTEM_CANCEL = "agency no longer named by the recommendation"
 
 
 def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -59,20 +67,33 @@ def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield rows[start:start + size]
 
 
+@dataclass(frozen=True)
+class Topics:
+    """Where the tracker's events go (the defaults are the public contract)."""
+
+    recommendations: str = TOPIC_RECOMMENDATIONS
+    assignments: str = TOPIC_ASSIGNMENTS
+    agencies: str = TOPIC_AGENCIES
+
+
 @dataclass
 class IngestResult:
     recommendations_changed: int = 0
     recommendations_unchanged: int = 0
+    recommendations_stale: int = 0
     assignments_created: int = 0
     assignments_updated: int = 0
+    assignments_cancelled: int = 0
     agencies_created: list[str] = field(default_factory=list)
 
 
 class TrackerRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, topics: Topics | None = None) -> None:
         self.session = session
+        self.topics = topics or Topics()
         self._outbox_rows: list[dict[str, Any]] = []
         self._history_rows: list[dict[str, Any]] = []
+        self.created_agencies: list[str] = []
 
     # --- outbox and history -----------------------------------------------------------------
 
@@ -84,6 +105,10 @@ class TrackerRepository:
                     data: dict[str, Any] | None = None) -> None:
         self._history_rows.append({"entity": entity, "entity_id": entity_id, "action": action,
                                    "actor": actor, "data": data or {}, "at": utcnow()})
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._outbox_rows)
 
     async def flush(self) -> None:
         """Write the queued outbox and history rows (call before commit)."""
@@ -102,34 +127,40 @@ class TrackerRepository:
                            language=row["language"], escalation_email=row["escalation_email"],
                            needs_review=row["needs_review"])
 
+    def announce_agency(self, row: dict[str, Any]) -> None:
+        self.add_event(self.topics.agencies, row["id"], self.agency_event(row))
+
     async def resolve_agencies(self, claims: Iterable[ExecutorClaim], actor: str
                                ) -> dict[str, dict[str, Any]]:
         """Agency rows by alias key; unknown names become new agencies flagged for review."""
         wanted = {c.key: c.name for c in claims}
         if not wanted:
             return {}
-        found = await self._agencies_by_key(wanted)
+        found = await self.agencies_by_key(wanted)
         missing = {k: n for k, n in wanted.items() if k not in found}
         if missing:
             now = utcnow()
             new_rows = [{"id": make_agency_id(k), "key": k, "name": n, "emails": [],
                          "language": "en", "escalation_email": None, "aliases": [n],
                          "needs_review": True, "created_at": now, "updated_at": now}
-                        for k, n in missing.items()]
-            created = (await self.session.execute(
-                pg_insert(AGENCIES).values(new_rows).on_conflict_do_nothing()
-                .returning(*AGENCIES.c))).mappings().all()
-            await self.session.execute(
-                pg_insert(ALIASES).values([{"key": k, "agency_id": make_agency_id(k)}
-                                           for k in missing]).on_conflict_do_nothing())
-            for row in created:
-                self.add_event(TOPIC_AGENCIES, row["id"], self.agency_event(dict(row)))
-                self.add_history("agency", row["id"], "created_from_executor", actor,
-                                 {"name": row["name"]})
-            found = await self._agencies_by_key(wanted)
+                        for k, n in sorted(missing.items())]
+            for part in chunks(new_rows, 2000):
+                created = (await self.session.execute(
+                    pg_insert(AGENCIES).values(list(part)).on_conflict_do_nothing()
+                    .returning(*AGENCIES.c))).mappings().all()
+                for row in created:
+                    self.created_agencies.append(row["name"])
+                    self.announce_agency(dict(row))
+                    self.add_history("agency", row["id"], "created_from_executor", actor,
+                                     {"name": row["name"]})
+            alias_rows = [{"key": k, "agency_id": make_agency_id(k)} for k in sorted(missing)]
+            for part in chunks(alias_rows):
+                await self.session.execute(
+                    pg_insert(ALIASES).values(list(part)).on_conflict_do_nothing())
+            found = await self.agencies_by_key(wanted)
         return found
 
-    async def _agencies_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    async def agencies_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         rows = (await self.session.execute(
             select(ALIASES.c.key, AGENCIES).join(AGENCIES, AGENCIES.c.id == ALIASES.c.agency_id)
             .where(ALIASES.c.key.in_(list(keys))))).mappings().all()
@@ -138,21 +169,33 @@ class TrackerRepository:
     # --- recommendations ---------------------------------------------------------------------
 
     async def ingest(self, events: list[RecommendationEvent], today: date) -> IngestResult:
-        """Upsert recommendations and their assignments; unchanged content changes nothing."""
+        """Upsert recommendations and their assignments.
+
+        Idempotent: an event with the stored content changes nothing, and one older than the
+        event last applied (a late re-delivery) never overwrites newer content.
+        """
         result = IngestResult()
         latest: dict[uuid.UUID, RecommendationEvent] = {}
-        for event in events:  # the last version of a recommendation in a batch wins
+        for event in events:  # a key's events arrive in order: the last one in a batch wins
             latest.pop(event.recommendation_id, None)
             latest[event.recommendation_id] = event
-        existing = {
-            r.id: r for r in (await self.session.execute(
-                select(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.content_hash,
-                       RECOMMENDATIONS.c.version)
-                .where(RECOMMENDATIONS.c.id.in_(list(latest))).with_for_update())).all()
-        }
-        changed = [e for rid, e in latest.items()
-                   if rid not in existing or existing[rid].content_hash != e.content_hash]
-        result.recommendations_unchanged = len(latest) - len(changed)
+        existing: dict[uuid.UUID, Any] = {}
+        for ids in chunks(list(latest)):
+            for r in (await self.session.execute(
+                    select(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.content_hash,
+                           RECOMMENDATIONS.c.version, RECOMMENDATIONS.c.last_event_at)
+                    .where(RECOMMENDATIONS.c.id.in_(list(ids))).with_for_update())).all():
+                existing[r.id] = r
+        changed: list[RecommendationEvent] = []
+        for rid, e in latest.items():
+            before = existing.get(rid)
+            if before is not None and before.content_hash == e.content_hash:
+                result.recommendations_unchanged += 1
+            elif before is not None and before.last_event_at and \
+                    e.occurred_at < before.last_event_at:
+                result.recommendations_stale += 1
+            else:
+                changed.append(e)
         result.recommendations_changed = len(changed)
         if not changed:
             return result
@@ -160,20 +203,22 @@ class TrackerRepository:
         claims = {e.recommendation_id: executor_claims(e) for e in changed}
         agencies = await self.resolve_agencies(
             (c for cs in claims.values() for c in cs), actor="intake")
+        result.agencies_created = list(self.created_agencies)
 
         now = utcnow()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
         versions: dict[uuid.UUID, int] = {}
-        for rows in chunks(rec_rows):
+        for rows in chunks(rec_rows, 2000):
             stmt = pg_insert(RECOMMENDATIONS)
-            stmt = stmt.on_conflict_do_update(
+            upsert = stmt.on_conflict_do_update(
                 index_elements=[RECOMMENDATIONS.c.id],
                 set_={c: stmt.excluded[c] for c in (
                     "source", "reference", "natural_key", "text", "deadline", "due_dates",
-                    "executors", "payload", "content_hash", "needs_deadline", "updated_at")}
+                    "executors", "payload", "content_hash", "needs_deadline", "updated_at",
+                    "last_event_at")}
                 | {"version": RECOMMENDATIONS.c.version + 1},
             ).returning(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.version)
-            for row in (await self.session.execute(stmt, list(rows))).all():
+            for row in (await self.session.execute(upsert, list(rows))).all():
                 versions[row.id] = row.version
         version_rows = [{"recommendation_id": e.recommendation_id,
                          "version": versions[e.recommendation_id],
@@ -185,7 +230,8 @@ class TrackerRepository:
             self.add_history("recommendation", e.recommendation_id,
                              "created" if e.recommendation_id not in existing else "updated",
                              e.submitted_by, {"version": versions[e.recommendation_id],
-                                              "content_hash": e.content_hash})
+                                              "content_hash": e.content_hash,
+                                              "event_id": str(e.event_id)})
         await self._upsert_assignments(changed, claims, agencies, today, now, result)
         return result
 
@@ -199,6 +245,7 @@ class TrackerRepository:
             "executors": [x.model_dump(mode="json") for x in e.executors],
             "payload": e.payload, "content_hash": e.content_hash, "version": 1,
             "needs_deadline": e.deadline.needs_deadline, "created_at": now, "updated_at": now,
+            "last_event_at": e.occurred_at,
         }
 
     async def _upsert_assignments(
@@ -209,74 +256,94 @@ class TrackerRepository:
         current: dict[uuid.UUID, dict[str, Any]] = {}
         for ids in chunks(rec_ids):
             for row in (await self.session.execute(
-                    select(ASSIGNMENTS).where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
-                    .with_for_update())).mappings().all():
+                    select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
+                    .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+                    .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
+                    .with_for_update(of=ASSIGNMENTS))).mappings().all():
                 current[row["id"]] = dict(row)
         reported = await self.reported_periods(list(current))
+        cancelled = [a for a, row in current.items()
+                     if row["status"] == AssignmentStatus.CANCELLED.value]
+        cancelled_by_report = await self._cancelled_by_report(cancelled)
 
         rows: list[dict[str, Any]] = []
-        announcements: list[tuple[dict[str, Any], RecommendationEvent, AssignmentEventType]] = []
+        announcements: list[tuple[dict[str, Any], RecommendationEvent, AssignmentEventType,
+                                  AssignmentStatus | None]] = []
         by_rec: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
         for a in current.values():
             by_rec[a["recommendation_id"]].add(a["id"])
+        agency_of = {k: a["id"] for k, a in agencies.items()}
+        agency_by_id = {a["id"]: a for a in agencies.values()}
         for event in changed:
             wanted: set[uuid.UUID] = set()
-            for claim in claims[event.recommendation_id]:
-                agency = agencies[claim.key]
-                aid = make_assignment_id(event.recommendation_id, agency["id"])
+            named = claims_by_agency(claims[event.recommendation_id], agency_of)
+            for agency_id, claim in named.items():
+                aid = make_assignment_id(event.recommendation_id, agency_id)
                 wanted.add(aid)
                 before = current.get(aid)
+                status = before["status"] if before else AssignmentStatus.NOT_STARTED.value
+                closed_at = before["closed_at"] if before else None
+                kind = AssignmentEventType.UPDATED if before else AssignmentEventType.CREATED
+                previous: AssignmentStatus | None = None
+                if before and status == AssignmentStatus.CANCELLED.value \
+                        and aid not in cancelled_by_report:
+                    # Named again after a version had dropped it: the obligation is back.
+                    previous = AssignmentStatus.CANCELLED
+                    status = (AssignmentStatus.IN_PROGRESS if reported.get(aid)
+                              else AssignmentStatus.NOT_STARTED).value
+                    closed_at = None
+                    kind = AssignmentEventType.STATUS_CHANGED
+                    self.add_history("assignment", aid, "reopened", event.submitted_by,
+                                     {"reason": "agency named again by the recommendation",
+                                      "status": status})
                 row = {
                     "id": aid, "recommendation_id": event.recommendation_id,
-                    "agency_id": agency["id"], "role": claim.role.value,
-                    "status": before["status"] if before else AssignmentStatus.NOT_STARTED.value,
+                    "agency_id": agency_id, "role": claim.role.value, "status": status,
                     "due": own_due(event.due_dates),
                     "active_from": (before or {}).get("active_from") or active_from(event, today),
                     "version": (before["version"] + 1) if before else 1,
                     "created_at": before["created_at"] if before else now, "updated_at": now,
-                    "closed_at": before["closed_at"] if before else None,
-                    "agency_name": agency["name"],
+                    "closed_at": closed_at,
+                    "agency_name": agency_by_id[agency_id]["name"],
                 }
                 rows.append(row)
-                kind = AssignmentEventType.UPDATED if before else AssignmentEventType.CREATED
-                announcements.append((row, event, kind))
+                announcements.append((row, event, kind, previous))
                 if before:
                     result.assignments_updated += 1
                 else:
                     result.assignments_created += 1
                     self.add_history("assignment", aid, "created", event.submitted_by,
-                                     {"agency_id": str(agency["id"]), "role": claim.role.value})
-            # Agencies no longer named by the new version: the assignment is cancelled.
-            for dropped in by_rec[event.recommendation_id] - wanted:
+                                     {"agency_id": str(agency_id), "role": claim.role.value,
+                                      "named_as": claim.name})
+            # Agencies no longer named by the new version: their open assignment is cancelled.
+            for dropped in sorted(by_rec[event.recommendation_id] - wanted):
                 before = current[dropped]
-                if before["status"] == AssignmentStatus.CANCELLED.value:
+                if is_closed(before["status"]):
                     continue
                 row = {**before, "status": AssignmentStatus.CANCELLED.value,
-                       "version": before["version"] + 1, "updated_at": now, "closed_at": now,
-                       "agency_name": await self._agency_name(before["agency_id"])}
+                       "version": before["version"] + 1, "updated_at": now, "closed_at": now}
                 rows.append(row)
-                announcements.append((row, event, AssignmentEventType.CLOSED))
+                result.assignments_cancelled += 1
+                announcements.append((row, event, AssignmentEventType.CLOSED,
+                                      AssignmentStatus(before["status"])))
                 self.add_history("assignment", dropped, "cancelled", event.submitted_by,
-                                 {"reason": "agency no longer named by the recommendation"})
+                                 {"reason": SYSTEM_CANCEL, "from": before["status"]})
 
         db_rows = [{k: v for k, v in r.items() if k != "agency_name"} for r in rows]
-        for part in chunks(db_rows):
+        for part in chunks(db_rows, 2000):
             stmt = pg_insert(ASSIGNMENTS)
-            stmt = stmt.on_conflict_do_update(
+            upsert = stmt.on_conflict_do_update(
                 index_elements=[ASSIGNMENTS.c.id],
                 set_={c: stmt.excluded[c] for c in (
                     "role", "status", "due", "active_from", "version", "updated_at", "closed_at")},
             )
-            await self.session.execute(stmt, list(part))
-        for row, event, kind in announcements:
-            self.add_event(TOPIC_ASSIGNMENTS, row["id"], assignment_event(
+            await self.session.execute(upsert, list(part))
+        for row, event, kind, previous in announcements:
+            self.add_event(self.topics.assignments, row["id"], assignment_event(
                 row, event_type=kind, source=event.source.value, reference=event.reference,
                 text=event.text, deadline=event.deadline.model_dump(mode="json"),
-                due_dates=event.due_dates, reported=reported.get(row["id"], [])))
-
-    async def _agency_name(self, agency_id: uuid.UUID) -> str:
-        return str((await self.session.execute(
-            select(AGENCIES.c.name).where(AGENCIES.c.id == agency_id))).scalar_one())
+                due_dates=event.due_dates, reported=reported.get(row["id"], []),
+                previous_status=previous))
 
     async def reported_periods(self, assignment_ids: list[uuid.UUID]
                                ) -> dict[uuid.UUID, list[date]]:
@@ -288,15 +355,25 @@ class TrackerRepository:
                 periods[row.assignment_id].append(row.period_start)
         return periods
 
-    async def set_agency_needs_review(self, agency_id: uuid.UUID, value: bool) -> None:
-        await self.session.execute(update(AGENCIES).where(AGENCIES.c.id == agency_id)
-                                   .values(needs_review=value, updated_at=utcnow()))
+    async def _cancelled_by_report(self, assignment_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Assignments whose latest report cancelled them: a coordinator's decision stands."""
+        if not assignment_ids:
+            return set()
+        latest = (select(REPORTS.c.assignment_id, REPORTS.c.status)
+                  .distinct(REPORTS.c.assignment_id)
+                  .where(REPORTS.c.assignment_id.in_(assignment_ids))
+                  .order_by(REPORTS.c.assignment_id, REPORTS.c.submitted_at.desc())).subquery()
+        rows = (await self.session.execute(
+            select(latest.c.assignment_id)
+            .where(latest.c.status == AssignmentStatus.CANCELLED.value))).all()
+        return {r.assignment_id for r in rows}
 
 
 def assignment_event(
     row: dict[str, Any], *, event_type: AssignmentEventType, source: str, reference: str,
     text: str, deadline: dict[str, Any], due_dates: Sequence[DueDate | dict[str, Any]],
-    reported: list[date],
+    reported: list[date], previous_status: AssignmentStatus | None = None,
+    report_period: date | None = None,
 ) -> AssignmentEvent:
     return AssignmentEvent.model_validate({
         "type": event_type, "assignment_id": row["id"],
@@ -305,4 +382,5 @@ def assignment_event(
         "source": source, "reference": reference, "text": text, "deadline": deadline,
         "due_dates": list(due_dates), "active_from": row["active_from"],
         "reported_periods": sorted(set(reported)), "version": row["version"],
+        "due": row["due"], "previous_status": previous_status, "report_period": report_period,
     })
