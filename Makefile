@@ -21,7 +21,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy shared services hrtrack
+	$(BIN)/mypy shared services hrtrack bench
 
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

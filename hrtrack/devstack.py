@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -144,7 +145,7 @@ class DevStack:
         self.wait_ready()
         self.write_info()
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, Any]:
         assert self.broker and self.postgres
         return {
             "intake_url": self.url("intake"),

@@ -1,0 +1,316 @@
+"""bench/pipeline: recommendations end to end through intake, Kafka and the tracker.
+
+Pushes N recommendations (1 to 5 executors each) in batches over HTTP into a fresh dev
+stack and measures until every one and every assignment is in the tracker's tables;
+then the latency of single recommendations at a steady rate; then the raw limits of the
+same machine (aiokafka produce and consume of the same payloads, asyncpg executemany of
+the same rows) and the ratio of end-to-end throughput to the lowest raw limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.common import PeakMemory, fresh_stack, machine, service_pids
+from hrtrack.devstack import DevStack
+from services.tracker.domain import executor_claims
+from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRECTORY = ROOT / "services" / "tracker" / "data" / "agencies.json"
+QUARTERS = ["1st quarter of 2031", "2nd quarter 2031", "3rd-4th quarter 2031", "2031",
+            "2031-2032", "4th quarter of 2032"]
+COMMITTEES = ["CAT", "CCPR", "CESCR", "CEDAW", "CRC", "CERD", "CRPD"]
+
+
+def agency_names() -> list[str]:
+    return [entry["name"] for entry in json.loads(DIRECTORY.read_text())]
+
+
+def expected_assignments(items: list[dict[str, Any]]) -> int:
+    """Assignments the tracker must end with: one per distinct agency named."""
+    return sum(
+        len(executor_claims(to_event(RECOMMENDATION_ADAPTER.validate_python(i),
+                                     submitted_by="bench")))
+        for i in items)
+
+
+def make_items(n: int, run: str, seed: int = 7) -> tuple[list[dict[str, Any]], int]:
+    """n recommendations of the three sources; returns them and the assignments expected."""
+    rng = random.Random(seed)
+    names = agency_names()
+    items: list[dict[str, Any]] = []
+    for i in range(n):
+        executors = rng.sample(names, rng.randint(1, 5))
+        roles = ["lead"] + ["co"] * (len(executors) - 1)
+        as_list = [{"name": name, "role": role} for name, role in zip(executors, roles,
+                                                                       strict=True)]
+        kind = i % 3
+        text = (f"Recommendation {i} of run {run}: ensure that every allegation of torture is "
+                "investigated promptly, impartially and effectively, and that perpetrators "
+                "are prosecuted and punished with penalties commensurate with the crime.")
+        if kind == 0:
+            items.append({"source": "plan", "plan": f"BENCH-{run}", "chapter": f"Chapter {i % 40}",
+                          "number": str(i), "text": text, "deadline": rng.choice(QUARTERS),
+                          "executors": ", ".join(executors)})
+        elif kind == 1:
+            items.append({"source": "upr", "state": "KAZ", "cycle": 3, "session": 34,
+                          "review_date": "2019-11-07", "symbol": "A/HRC/43/10",
+                          "paragraph": f"{100 + i // 1000}.{i % 1000}.{abs(hash(run)) % 997}",
+                          "text": text, "recommending_states": ["Germany", "Chile"],
+                          "response": "supported", "themes": ["torture"], "executors": as_list})
+        else:
+            items.append({"source": "treaty_body", "state": "KAZ",
+                          "committee": rng.choice(COMMITTEES), "symbol": f"CAT/C/KAZ/CO/{run}",
+                          "paragraph": str(i), "adopted": "2024-11-21", "text": text,
+                          "follow_up": i % 10 == 2, "follow_up_due": "2025-11-28",
+                          "executors": as_list})
+    return items, expected_assignments(items)
+
+
+def pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM tracker.recommendations) AS r, "
+        "(SELECT count(*) FROM tracker.assignments) AS a")
+    return int(row["r"]), int(row["a"])
+
+
+@dataclass
+class Throughput:
+    seconds: float
+    recommendations: int
+    assignments: int
+    rejected: int
+
+    @property
+    def rec_per_s(self) -> float:
+        return self.recommendations / self.seconds
+
+    @property
+    def assignments_per_s(self) -> float:
+        return self.assignments / self.seconds
+
+
+async def push_all(stack: DevStack, items: list[dict[str, Any]], expected: int, batch: int,
+                   concurrency: int, pool: asyncpg.Pool) -> Throughput:
+    info = stack.info()
+    headers = {"Authorization": f"Bearer {info['coordinator_token']}"}
+    base_r, base_a = await counts(pool)
+    queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    for start in range(0, len(items), batch):
+        queue.put_nowait(items[start:start + batch])
+    rejected = 0
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal rejected
+        while not queue.empty():
+            chunk = queue.get_nowait()
+            while True:
+                answer = await http.post(f"{info['intake_url']}/v1/recommendations",
+                                         json={"items": chunk})
+                if answer.status_code == 503:
+                    await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+                    continue
+                answer.raise_for_status()
+                rejected += len(answer.json().get("rejected", []))
+                break
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(headers=headers, timeout=300) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    posted = time.perf_counter()
+    while True:
+        r, a = await counts(pool)
+        if r - base_r >= len(items) and a - base_a >= expected:
+            break
+        if time.perf_counter() - posted > 300:
+            raise TimeoutError(f"only {r - base_r}/{len(items)} recommendations tracked")
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    print(f"  posted in {posted - started:.1f}s, tracked in {elapsed:.1f}s")
+    return Throughput(elapsed, r - base_r, a - base_a, rejected)
+
+
+async def latency(stack: DevStack, rate: float, seconds: float, pool: asyncpg.Pool,
+                  run: str) -> list[float]:
+    """POST one recommendation at a steady rate; time until its row is committed."""
+    info = stack.info()
+    headers = {"Authorization": f"Bearer {info['coordinator_token']}"}
+    items, _ = make_items(int(rate * seconds), f"{run}-lat", seed=11)
+    waiting: dict[uuid.UUID, float] = {}
+    results: list[float] = []
+    done = asyncio.Event()
+
+    async def poller() -> None:
+        while not done.is_set() or waiting:
+            if waiting:
+                rows = await pool.fetch("SELECT id FROM tracker.recommendations "
+                                        "WHERE id = ANY($1::uuid[])", list(waiting))
+                now = time.perf_counter()
+                for row in rows:
+                    results.append((now - waiting.pop(row["id"])) * 1000)
+            await asyncio.sleep(0.002)
+
+    async def post(http: httpx.AsyncClient, item: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        answer = await http.post(f"{info['intake_url']}/v1/recommendations", json=item)
+        answer.raise_for_status()
+        waiting[uuid.UUID(answer.json()["id"])] = started
+
+    polling = asyncio.create_task(poller())
+    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+        tasks = []
+        t0 = time.perf_counter()
+        for i, item in enumerate(items):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(post(http, item)))
+        await asyncio.gather(*tasks)
+    done.set()
+    await asyncio.wait_for(polling, 120)
+    return results
+
+
+def event_payloads(items: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    events = [to_event(RECOMMENDATION_ADAPTER.validate_python(i), submitted_by="bench")
+              for i in items]
+    return [(str(e.recommendation_id).encode(), e.model_dump_json().encode()) for e in events]
+
+
+async def raw_kafka(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value in payloads]
+        await asyncio.gather(*futures)
+        produce = len(payloads) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"bench-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen = 0
+        started = time.perf_counter()
+        while seen < len(payloads):
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            seen += sum(len(b) for b in batches.values())
+        consume = len(payloads) / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+    return produce, consume
+
+
+async def raw_database(pool: asyncpg.Pool, items: list[dict[str, Any]]) -> float:
+    """executemany of the same rows the tracker writes per recommendation."""
+    events = [to_event(RECOMMENDATION_ADAPTER.validate_python(i), submitted_by="bench")
+              for i in items]
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TABLE IF EXISTS bench_r, bench_a")
+        await conn.execute("CREATE UNLOGGED TABLE bench_r (LIKE tracker.recommendations)")
+        await conn.execute("CREATE UNLOGGED TABLE bench_a (LIKE tracker.assignments)")
+        rec_rows = [(e.recommendation_id, e.source.value, e.reference,
+                     json.dumps(e.natural_key), e.text, e.deadline.model_dump_json(),
+                     json.dumps([d.model_dump(mode="json") for d in e.due_dates]),
+                     json.dumps([x.model_dump(mode="json") for x in e.executors]),
+                     json.dumps(e.payload), e.content_hash, 1, False, now, now) for e in events]
+        asg_rows = [(uuid.uuid4(), e.recommendation_id, uuid.uuid4(), x.role.value,
+                     "not_started", date(2031, 12, 31), date(2031, 1, 1), 1, now, now, None)
+                    for e in events for x in e.executors]
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.executemany(
+                "INSERT INTO bench_r VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7::jsonb,$8::jsonb,"
+                "$9::jsonb,$10,$11,$12,$13,$14)", rec_rows)
+            await conn.executemany(
+                "INSERT INTO bench_a VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", asg_rows)
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE bench_r, bench_a")
+    return len(events) / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
+    run_id = uuid.uuid4().hex[:6]
+    items, expected = make_items(args.n, run_id)
+    pool = await asyncpg.create_pool(pg_dsn(stack.info()["database_url"]), min_size=1,
+                                     max_size=4)
+    try:
+        with PeakMemory(service_pids(stack)) as memory:
+            print(f"pipeline: pushing {args.n} recommendations ({expected} assignments) "
+                  f"in batches of {args.batch}, {args.concurrency} at a time")
+            result = await push_all(stack, items, expected, args.batch, args.concurrency, pool)
+            print(f"  {result.rec_per_s:,.0f} recommendations/s, "
+                  f"{result.assignments_per_s:,.0f} assignments/s end to end "
+                  f"({result.recommendations} recommendations, {result.assignments} "
+                  f"assignments, {result.rejected} rejected, {result.seconds:.1f}s)")
+            samples = await latency(stack, args.rate, args.latency_seconds, pool, run_id)
+        p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+        print(f"  latency POST -> tracked at {args.rate:.0f}/s: p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms, max {max(samples):.1f} ms ({len(samples)} samples, "
+              f"mean {statistics.mean(samples):.1f} ms)")
+        print("  peak resident memory: " + ", ".join(
+            f"{name} {mb:.0f} MB" for name, mb in memory.peak_mb.items()))
+        raw_n = min(args.n, args.raw_n)
+        payloads = event_payloads(items[:raw_n])
+        produce, consume = await raw_kafka(stack.info()["kafka_bootstrap"], payloads)
+        database = await raw_database(pool, items[:raw_n])
+    finally:
+        await pool.close()
+    lowest = min(produce, consume, database)
+    ratio = result.rec_per_s / lowest
+    print(f"  raw limits ({raw_n} of the same payloads/rows): aiokafka produce "
+          f"{produce:,.0f} msg/s, consume {consume:,.0f} msg/s, asyncpg executemany "
+          f"{database:,.0f} recommendations/s (with their assignment rows)")
+    print(f"  ratio end-to-end / lowest raw limit: {ratio:.2f}")
+    return {"rec_per_s": result.rec_per_s, "ratio": ratio, "p99_ms": p99, "p50_ms": p50,
+            "max_rss_mb": max(memory.peak_mb.values())}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=50.0, help="latency phase requests/s")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--raw-n", type=int, default=50_000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    print(machine())
+    with fresh_stack() as stack:
+        figures = asyncio.run(run(args, stack))
+    print(f"pipeline: {figures['rec_per_s']:.0f} rec/s, ratio {figures['ratio']:.2f}, "
+          f"p99 {figures['p99_ms']:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
