@@ -178,12 +178,12 @@ class DevStack:
         for part in (self.smtp, self.broker, self.postgres):
             if part is not None:
                 part.stop()
-        (self.data_dir / "dev.json").unlink(missing_ok=True)
 
 
 def run_dev(data_dir: Path, clock: date | None) -> int:
     stack = DevStack(data_dir.resolve(), clock)
     stop = threading.Event()
+    parent = os.getppid()
     started = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -202,6 +202,10 @@ def run_dev(data_dir: Path, clock: date | None) -> int:
               f"notifier {info['notifier_url']}; mail in {info['mail_dir']}; "
               f"settings in {data_dir / 'dev.json'}", flush=True)
         while not stop.wait(1.0):
+            if os.getppid() != parent:
+                # Whoever started us (e.g. `make run`) is gone: do not outlive it.
+                print("hrtrack: parent process exited", file=sys.stderr, flush=True)
+                break
             for name, process in stack.services.items():
                 if not process.running:
                     print(f"hrtrack: {name} exited unexpectedly, restarting "

@@ -55,6 +55,16 @@ def as_user(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """Have the child terminated if we die without stopping it (a crash, SIGKILL).
+
+    util-linux's setpriv sets the Linux parent-death signal; where it is missing the child
+    is only stopped by an orderly stop().
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+
+
 @dataclass
 class ManagedProcess:
     """A child process in its own process group, stopped with its children."""
@@ -70,7 +80,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
-            self.argv,
+            with_parent_death_signal(self.argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
