@@ -276,7 +276,8 @@ def _yearly(written: str, plan_period: tuple[int, int] | None) -> Deadline:
             due=date(plan_period[1], 12, 31),
             recurrence="yearly",
         )
-    return Deadline(text=written, start=None, due=None, recurrence="yearly")
+    # No period to recur over: no date can be computed, so a coordinator must set one.
+    return Deadline(text=written, start=None, due=None, recurrence="yearly", needs_deadline=True)
 
 
 _LEAD_IN = re.compile(

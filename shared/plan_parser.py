@@ -318,7 +318,7 @@ def _next_is_first_item(lines: list[str], i: int) -> bool:
     for line in lines[i + 1 :]:
         if line.strip():
             m = _ITEM_START.match(line)
-            return bool(m) and m[1] in ("1", "\ufffd")
+            return m is not None and m[1] in ("1", "\ufffd")
     return False
 
 

@@ -8,6 +8,7 @@ version identity: intake is stateless, the tracker numbers the versions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import date
@@ -225,7 +226,7 @@ def normalized_deadline(rec: AnyRecommendation) -> Deadline:
         return Deadline(text=rec.deadline.due.isoformat(), start=rec.deadline.start,
                         due=rec.deadline.due)
     if isinstance(rec.deadline, str) and rec.deadline:
-        return parse_deadline(rec.deadline, plan_period=_plan_period(rec))
+        return _parsed_deadline(rec.deadline, _plan_period(rec))
     if isinstance(rec, TreatyBodyRecommendation) and rec.follow_up_due:
         return Deadline(text="follow-up", start=rec.adopted, due=rec.follow_up_due)
     if isinstance(rec, UprRecommendation):
@@ -256,16 +257,29 @@ def due_dates(rec: AnyRecommendation, deadline: Deadline) -> list[DueDate]:
             dates.append(DueDate(kind=DueKind.FOLLOW_UP, due=rec.follow_up_due))
         if rec.next_report_due:
             dates.append(DueDate(kind=DueKind.NEXT_REPORT, due=rec.next_report_due))
-    # One entry per (kind, due): a derived date equal to the own deadline is kept once.
-    unique: dict[tuple[DueKind, date], DueDate] = {}
-    for d in dates:
-        unique.setdefault((d.kind, d.due), d)
+    # One entry per date: when the own deadline was derived from the mid-term report or the
+    # follow-up date, that obligation is listed (and reminded) once, under its own name.
+    unique: dict[date, DueDate] = {}
+    for d in sorted(dates, key=lambda d: d.kind is DueKind.DEADLINE):
+        unique.setdefault(d.due, d)
     return sorted(unique.values(), key=lambda d: (d.due, d.kind))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_executors(text: str) -> tuple[Executor, ...]:
+    # A batch repeats the same executors text over many rows; parsing is the costly part of
+    # validation, and Executor is frozen, so the parse is shared.
+    return tuple(parse_executors(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_deadline(text: str, plan_period: tuple[int, int] | None) -> Deadline:
+    return parse_deadline(text, plan_period=plan_period)
 
 
 def normalized_executors(rec: AnyRecommendation) -> list[Executor]:
     if isinstance(rec.executors, str):
-        return parse_executors(rec.executors)
+        return list(_parsed_executors(rec.executors))
     return list(rec.executors or [])
 
 

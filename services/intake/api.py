@@ -1,25 +1,47 @@
-"""Intake's HTTP entrypoints: thin, they turn request bodies into events to publish."""
+"""Intake's HTTP entrypoints: thin, they turn request bodies into events to publish.
+
+Every answer that accepts anything is 202 and lists exactly the ids the broker acknowledged;
+items or rows that fail validation are listed with their index or row number and reasons,
+and the valid ones go ahead. Broker trouble is 503 with Retry-After: re-posting is safe,
+ids are deterministic and an unchanged recommendation changes nothing downstream.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from services.intake.domain import deduplicate, validate_item, validate_items
+from services.intake.csv_import import COLUMNS, RowLimit, read_csv
+from services.intake.domain import (
+    BadRequest,
+    BatchError,
+    ItemInvalid,
+    Rejection,
+    decode_utf8,
+    deduplicate,
+    envelope,
+    item_source,
+    parse_json_body,
+    plan_item,
+    unique_ids,
+    validate_item,
+    validate_items,
+)
+from services.intake.examples import CSV_EXAMPLES, PLAN_EXAMPLE, RECOMMENDATION_EXAMPLES
 from services.intake.metrics import BROKER_UNAVAILABLE, ITEMS
 from services.intake.publisher import RecommendationPublisher
 from services.intake.settings import IntakeSettings
 from shared.auth import Coordinator
-from shared.events import RecommendationEvent
-from shared.web import validation_errors
+from shared.events import RecommendationEvent, Source
+from shared.plan_parser import parse_plan
 
 router = APIRouter(prefix="/v1", tags=["intake"])
-
-RETRY_AFTER_SECONDS = 5
 
 
 def get_settings(request: Request) -> IntakeSettings:
@@ -36,148 +58,328 @@ Settings = Annotated[IntakeSettings, Depends(get_settings)]
 Publisher = Annotated[RecommendationPublisher, Depends(get_publisher)]
 
 
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def too_large(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=detail)
+
+
+def bad_request(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc))
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
+    over = f"request body over the limit of {limit} bytes"
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"request body over the limit of {limit} bytes",
-        )
+        raise too_large(over)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"request body over the limit of {limit} bytes",
-            )
+            raise too_large(over)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def parse_json(body: bytes) -> Any:
+async def uploaded_file(request: Request, body: bytes) -> bytes:
+    """The `file` part of a multipart/form-data body (the body itself otherwise)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        return body
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+        yield b""
+
     try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, detail=f"body is not UTF-8 (byte {exc.start})"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-        ) from exc
+        form = await MultiPartParser(request.headers, stream(), max_files=1,
+                                     max_fields=10).parse()
+    except MultiPartException as exc:
+        raise bad_request(BadRequest(f"multipart body unreadable: {exc.message}")) from exc
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise bad_request(BadRequest("multipart body has no file part named 'file'"))
+    data = await upload.read()
+    await form.close()
+    return data
 
 
-async def publish_or_503(
-    publisher: RecommendationPublisher,
-    events: list[RecommendationEvent],
-    source_count: dict[str, int],
-) -> list[str]:
-    """Publish; 503 with Retry-After unless the broker acknowledged every item."""
-    outcome = await publisher.publish(deduplicate(events))
-    if outcome.failed:
-        BROKER_UNAVAILABLE.inc()
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail={
-                "message": "the broker did not acknowledge every item; retry the request "
-                "(re-posting is safe: ids are deterministic)",
-                "acknowledged": [str(i) for i in outcome.acknowledged],
-                "not_acknowledged": [str(i) for i in outcome.failed],
-            },
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    for source, count in source_count.items():
-        ITEMS.labels(source=source, outcome="accepted").inc(count)
-    return [str(e.recommendation_id) for e in events]
+# --- answers ----------------------------------------------------------------------------------
 
 
-def count_sources(events: list[RecommendationEvent]) -> dict[str, int]:
+def count_by_source(events: list[RecommendationEvent]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for event in events:
         counts[event.source.value] = counts.get(event.source.value, 0) + 1
     return counts
 
 
-RECOMMENDATION_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"$ref": "#/components/schemas/UprRecommendation"},
-                        {"$ref": "#/components/schemas/TreatyBodyRecommendation"},
-                        {"$ref": "#/components/schemas/PlanRecommendation"},
-                        {"$ref": "#/components/schemas/RecommendationBatch"},
-                    ]
-                }
-            }
-        },
-    }
+def count_rejections(sources: list[str]) -> None:
+    for source in sources:
+        ITEMS.labels(source=source, outcome="rejected").inc()
+
+
+async def accept(
+    publisher: RecommendationPublisher,
+    settings: IntakeSettings,
+    events: list[RecommendationEvent],
+    rejections: list[Rejection],
+    extra: dict[str, Any] | None = None,
+    *,
+    single: bool = False,
+) -> JSONResponse:
+    """Publish the valid items: 202 listing what the broker acknowledged, or 503."""
+    body: dict[str, Any] = dict(extra or {})
+    rejected = [r.as_dict() for r in rejections]
+    if not events:
+        return JSONResponse(status_code=422, content={
+            **body, "detail": "nothing valid to accept: " + "; ".join(
+                f"{r.label} {r.index}: {r.reason}" for r in rejections[:5]),
+            "count": 0, "accepted": [], "rejected": rejected})
+    unique = deduplicate(events)
+    outcome = await publisher.publish(unique)
+    failed = set(outcome.failed)
+    acked = [e for e in unique if e.recommendation_id not in failed]
+    for source, count in count_by_source(acked).items():
+        ITEMS.labels(source=source, outcome="accepted").inc(count)
+    if failed:
+        BROKER_UNAVAILABLE.inc()
+        for source, count in count_by_source(
+                [e for e in unique if e.recommendation_id in failed]).items():
+            ITEMS.labels(source=source, outcome="not_acknowledged").inc(count)
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+            content={
+                **body,
+                "detail": "the broker did not acknowledge every item; retry after "
+                f"{settings.retry_after_seconds} s (re-posting is safe: ids are deterministic)",
+                "count": len(acked),
+                "accepted": unique_ids(acked),
+                "not_acknowledged": [str(i) for i in outcome.failed],
+                "rejected": rejected,
+            },
+        )
+    accepted = unique_ids(events)
+    if single:  # one recommendation posted: its id, too
+        body["id"] = accepted[0]
+    return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content={
+        **body, "count": len(accepted), "accepted": accepted, "rejected": rejected})
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "body unreadable: not UTF-8 (the byte is named), not JSON or CSV"},
+    401: {"description": "no token, bad signature or expired token"},
+    403: {"description": "not a coordinator token"},
+    413: {"description": "body over the size limit, or too many items or rows"},
+    422: {"description": "nothing valid: every item or row rejected, each with its reasons"},
+    503: {"description": "the broker did not acknowledge every item; retry after Retry-After",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
 }
+
+ACCEPTED_EXAMPLE = {
+    "count": 1,
+    "accepted": ["2f0a6a0e-5d7c-5d0f-8c4e-0d5f1f4f7b11"],
+    "rejected": [{"index": 3, "reason": "items[3].review_date: Input should be a valid date",
+                  "errors": [{"field": "items[3].review_date",
+                              "message": "Input should be a valid date", "type": "date_type"}]}],
+}
+
+
+def _responses(extra: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    return {202: {"description": "accepted: ids the broker acknowledged, and the rejections",
+                  "content": {"application/json": {"example": {**ACCEPTED_EXAMPLE,
+                                                               **(extra or {})}}}},
+            **COMMON_RESPONSES}
+
+
+# --- POST /v1/recommendations -----------------------------------------------------------------
 
 
 @router.post(
     "/recommendations",
     status_code=status.HTTP_202_ACCEPTED,
     summary='Submit one recommendation, or a batch as {"items": [...]}',
-    openapi_extra=RECOMMENDATION_BODY,
-    responses={
-        400: {"description": "not JSON"},
-        401: {"description": "no or bad token"},
-        403: {"description": "not a coordinator"},
-        413: {"description": "body too large"},
-        422: {"description": "invalid recommendation, field named"},
-        503: {"description": "broker did not acknowledge; retry after Retry-After"},
-    },
+    description=(
+        "A UPR recommendation, a treaty-body concluding observation or a National Plan action "
+        "(`source` says which), or `{\"items\": [...]}` with up to `max_batch_items` (10,000) "
+        "of them. Invalid items are listed under `rejected` with their index and reasons "
+        "(`items[3].review_date: ...`); the valid ones are accepted. 202 once the broker "
+        "acknowledged every accepted item."
+    ),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"oneOf": [
+            {"$ref": "#/components/schemas/UprRecommendation"},
+            {"$ref": "#/components/schemas/TreatyBodyRecommendation"},
+            {"$ref": "#/components/schemas/PlanRecommendation"},
+            {"$ref": "#/components/schemas/RecommendationBatch"},
+        ]},
+        "examples": RECOMMENDATION_EXAMPLES,
+    }}}},
+    responses=_responses(),
 )
 async def submit_recommendations(
     request: Request, principal: Coordinator, settings: Settings, publisher: Publisher
 ) -> JSONResponse:
-    raw = parse_json(await read_body(request, settings.max_body_bytes))
-    if isinstance(raw, dict) and "items" in raw and "source" not in raw:
-        items = raw["items"]
-        if not isinstance(items, list):
-            raise HTTPException(422, detail="items: must be a list of recommendations")
-        if len(items) > settings.max_batch_items:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"items: at most {settings.max_batch_items} per request",
-            )
-        events, rejections = validate_items(items, submitted_by=principal.subject)
-        for rejection in rejections:
-            source = (
-                items[rejection.index].get("source")
-                if isinstance(items[rejection.index], dict)
-                else None
-            )
-            ITEMS.labels(
-                source=source if source in ("upr", "treaty_body", "plan") else "unknown",
-                outcome="rejected",
-            ).inc()
-        if not events and rejections:
-            return JSONResponse(
-                status_code=422,
-                content={
-                    "detail": "no valid item in the batch",
-                    "accepted": [],
-                    "rejected": [r.as_dict() for r in rejections],
-                },
-            )
-        accepted = await publish_or_503(publisher, events, count_sources(events))
-        return JSONResponse(
-            status_code=202,
-            content={"accepted": accepted, "rejected": [r.as_dict() for r in rejections]},
-        )
     try:
-        event = validate_item(raw, submitted_by=principal.subject)
-    except ValidationError as exc:
-        errors = validation_errors(list(exc.errors()))
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
-        return JSONResponse(status_code=422, content={"detail": summary, "errors": errors})
-    accepted = await publish_or_503(publisher, [event], count_sources([event]))
-    return JSONResponse(status_code=202, content={"accepted": accepted, "id": accepted[0]})
+        raw = parse_json_body(await read_body(request, settings.max_body_bytes))
+        posted = envelope(raw)
+    except BadRequest as exc:
+        raise bad_request(exc) from exc
+    except BatchError as exc:
+        field, _, message = str(exc).partition(": ")
+        return JSONResponse(status_code=422, content={
+            "detail": str(exc), "errors": [{"field": field, "message": message,
+                                            "type": "value_error"}]})
+    if not posted.batch:
+        try:
+            event = validate_item(raw, submitted_by=principal.subject)
+        except ItemInvalid as exc:
+            ITEMS.labels(source=item_source(raw), outcome="rejected").inc()
+            return JSONResponse(status_code=422, content={"detail": str(exc),
+                                                          "errors": exc.errors})
+        return await accept(publisher, settings, [event], [], single=True)
+    items = posted.items
+    if len(items) > settings.max_batch_items:
+        raise too_large(f"items: at most {settings.max_batch_items} per request "
+                        f"(got {len(items)})")
+    # Validation is CPU work (about 0.15 ms an item): off the event loop for big batches.
+    events, rejections = await asyncio.to_thread(
+        validate_items, items, submitted_by=principal.subject)
+    count_rejections([item_source(items[r.index]) for r in rejections])
+    return await accept(publisher, settings, events, rejections)
+
+
+# --- POST /v1/imports/plan --------------------------------------------------------------------
+
+
+@router.post(
+    "/imports/plan",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Import a National Plan document (its text, as extracted from the PDF)",
+    description=(
+        "Parses the document like `hrtrack plan parse` and publishes every action-table row "
+        "and every recommendation-list item whose text carries a year, as `plan` "
+        "recommendations with the plan's title and period, the chapter, and the deadline and "
+        "executors as written. `plan` overrides the plan id read from the title "
+        "(e.g. NHRAP-2009-2012). Items that fail validation are listed with their index."
+    ),
+    openapi_extra={"requestBody": {"required": True, "content": {"text/plain": {
+        "schema": {"type": "string", "description": "The plan's text, UTF-8"},
+        "example": PLAN_EXAMPLE,
+    }}}},
+    responses=_responses({"plan": "NHRAP-2009-2012", "title": "National Human Rights Action "
+                          "Plan of Kazakhstan for 2009-2012", "period": [2009, 2012]}),
+)
+async def import_plan(
+    request: Request,
+    principal: Coordinator,
+    settings: Settings,
+    publisher: Publisher,
+    plan: Annotated[str | None, Query(min_length=1, max_length=100,
+                                      description="Plan id (default: from its title)")] = None,
+) -> JSONResponse:
+    try:
+        text = decode_utf8(await read_body(request, settings.max_body_bytes))
+    except BadRequest as exc:
+        raise bad_request(exc) from exc
+    actions = await asyncio.to_thread(parse_plan, text)
+    if not actions:
+        return JSONResponse(status_code=422, content={
+            "detail": "body: no action table (\"No. Action Deadline Executors\") and no dated "
+                      "recommendation found in the document", "count": 0, "accepted": [],
+            "rejected": []})
+    if len(actions) > settings.max_batch_items:
+        raise too_large(f"the document has {len(actions)} actions; at most "
+                        f"{settings.max_batch_items} per request")
+    items = [plan_item(a, plan) for a in actions]
+    where = [(("chapter", a.chapter), ("number", a.number)) for a in actions]
+    events, rejections = await asyncio.to_thread(
+        validate_items, items, submitted_by=principal.subject, extras=where)
+    count_rejections(["plan"] * len(rejections))
+    first = actions[0]
+    return await accept(publisher, settings, events, rejections, {
+        "plan": plan or first.plan, "title": first.plan_title, "period": list(first.plan_period)})
+
+
+# --- POST /v1/imports/csv ---------------------------------------------------------------------
+
+
+def _csv_description() -> str:
+    lines = ["A CSV file as `text/csv`, or as the `file` part of `multipart/form-data`. "
+             "UTF-8 (a BOM is fine), CRLF or LF. The header row names the columns; rows are "
+             "numbered as in a spreadsheet (header = row 1). Multi-valued cells: `;` or `|`. "
+             "Extra query parameters named like a field give its value to every row whose "
+             "cell is empty (e.g. `&state=KAZ&cycle=1&review_date=2010-02-12`). "
+             "Columns and their accepted headers:"]
+    for source, columns in COLUMNS.items():
+        lines.append(f"\n\n**{source}**: " + "; ".join(
+            f"`{name}` ({', '.join(a for a in aliases if a != name) or '-'})"
+            for name, aliases in columns.items()))
+    return "".join(lines)
+
+
+@router.post(
+    "/imports/csv",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Import a CSV file of recommendations of one source",
+    description=_csv_description(),
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "text/csv": {"schema": {"type": "string"}, "examples": CSV_EXAMPLES},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}},
+    }}},
+    responses=_responses({"ignored_columns": ["Regional Group"],
+                          "rejected": [{"row": 5, "reason": "review_date: Input should be a "
+                                        "valid date", "errors": []}]}),
+)
+async def import_csv(
+    request: Request,
+    principal: Coordinator,
+    settings: Settings,
+    publisher: Publisher,
+    source: Annotated[Source, Query(description="Which source every row is from")],
+) -> JSONResponse:
+    defaults = {k: v for k, v in request.query_params.items() if k != "source"}
+    unknown = sorted(set(defaults) - set(COLUMNS[source.value]) - {"source"})
+    if unknown:
+        return JSONResponse(status_code=422, content={
+            "detail": f"query.{unknown[0]}: not a field of a {source.value} recommendation",
+            "errors": [{"field": f"query.{name}", "message": "unknown field",
+                        "type": "extra_forbidden"} for name in unknown]})
+    try:
+        body = await uploaded_file(request, await read_body(request, settings.max_body_bytes))
+        text = decode_utf8(body, "CSV")
+        parsed = read_csv(text, source.value, defaults=defaults,
+                          max_rows=settings.max_batch_items)
+    except BadRequest as exc:
+        raise bad_request(exc) from exc
+    except RowLimit as exc:
+        raise too_large(str(exc)) from exc
+    events, rejections = await asyncio.to_thread(
+        validate_items, [r.item for r in parsed.rows], submitted_by=principal.subject,
+        prefix="", label="row")
+    rows = [r.row for r in parsed.rows]
+    rejections = [Rejection(rows[r.index], _with_columns(r.errors, parsed.columns), "row")
+                  for r in rejections]
+    rejections += [Rejection(p.row, [{"field": "row", "message": p.message,
+                                      "type": "value_error"}], "row") for p in parsed.problems]
+    rejections.sort(key=lambda r: r.index)
+    count_rejections([source.value] * len(rejections))
+    return await accept(publisher, settings, events, rejections,
+                        {"source": source.value, "ignored_columns": parsed.ignored_columns})
+
+
+def _with_columns(errors: list[dict[str, Any]], columns: dict[str, str]) -> list[dict[str, Any]]:
+    """Name the column as written in the file next to the field it gives."""
+    out = []
+    for error in errors:
+        head = error["field"].split(".")[0].split("[")[0]
+        column = columns.get(head)
+        out.append({**error, "column": column} if column and column != head else error)
+    return out

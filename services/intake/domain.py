@@ -139,6 +139,8 @@ def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         ) from exc
     except RecursionError as exc:  # the C decoder gives up on absurd nesting
         raise BadRequest(f"body is nested deeper than {max_depth} levels") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"body is not usable JSON: {exc}") from exc
     if _depth_exceeded(value, max_depth):
         raise BadRequest(f"body is nested deeper than {max_depth} levels")
     return value

@@ -1,17 +1,21 @@
-"""The notifier's HTTP entrypoints: run a pass on demand, read the ledger."""
+"""The notifier's HTTP entrypoints: run a pass on demand, read the reminder ledger."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from datetime import date
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from services.notifier.reminders import ReminderService
 from shared.auth import Coordinator, CurrentPrincipal
+from shared.retry import is_transient_db_error
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["notifier"])
 
 
@@ -23,21 +27,63 @@ def get_reminders(request: Request) -> ReminderService:
 Reminders = Annotated[ReminderService, Depends(get_reminders)]
 
 
-@router.post("/reminders/run", summary="Run one reminder pass as of a date; answers what it sent")
+class LedgerStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    LATE = "late"
+
+
+def unavailable(exc: Exception) -> HTTPException:
+    log.warning("reminder request failed: database unavailable (%s)", type(exc).__name__)
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                         detail="database unavailable; nothing was lost, try again",
+                         headers={"Retry-After": "2"})
+
+
+@router.post("/reminders/run", summary="Run one reminder pass as of a date; answers what it sent",
+             responses={503: {"description": "database unavailable: run the pass again"}})
 async def run_pass(principal: Coordinator, reminders: Reminders, request: Request,
-                   as_of: Annotated[date | None, Query(description="YYYY-MM-DD")] = None,
+                   as_of: Annotated[date | None, Query(
+                       description="YYYY-MM-DD; default: today on the service clock")] = None,
                    ) -> dict[str, Any]:
     day = as_of or request.app.state.clock.today()
-    report = await reminders.run_pass(day)
+    try:
+        report = await reminders.run_pass(day)
+    except Exception as exc:
+        if is_transient_db_error(exc):
+            raise unavailable(exc) from exc
+        raise
     return dataclasses.asdict(report) | {"as_of": day.isoformat()}
 
 
-@router.get("/reminders", summary="The reminder ledger (agency tokens: their own only)")
-async def ledger(principal: CurrentPrincipal, reminders: Reminders,
-                 agency_id: uuid.UUID | None = None,
-                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+@router.get("/reminders", summary="The reminder ledger (agency tokens: their own agency only)",
+            responses={404: {"description": "no such agency (or not yours)"}})
+async def ledger(
+    principal: CurrentPrincipal, reminders: Reminders,
+    agency_id: uuid.UUID | None = None,
+    status_: Annotated[LedgerStatus | None, Query(
+        alias="status", description="pending | sent | failed | late")] = None,
+    as_of: Annotated[date | None, Query(description="pass date that claimed the reminder")]
+    = None,
+    recipient: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
     if not principal.is_coordinator:
         if agency_id is not None and agency_id != principal.agency_id:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="agency not found")
         agency_id = principal.agency_id
-    return await reminders.ledger(agency_id, limit)
+    try:
+        rows = await reminders.ledger(agency_id=agency_id,
+                                      status=status_.value if status_ else None,
+                                      as_of=as_of, recipient=recipient, limit=limit)
+    except Exception as exc:
+        if is_transient_db_error(exc):
+            raise unavailable(exc) from exc
+        raise
+    if not principal.is_coordinator:
+        # An agency sees that its items went to the coordinators, not their addresses.
+        for row in rows:
+            if row["recipient_kind"] == "coordinator":
+                row["recipient"] = "coordinators"
+    return rows

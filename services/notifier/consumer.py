@@ -1,8 +1,16 @@
-"""Keeps the notifier's view of assignments and agency contacts from the tracker's events."""
+"""Keeps the notifier's view of assignments and agency contacts from the tracker's events.
+
+Each assignment event replaces the assignment's due dates: its own (deadline, recurring
+years, follow-up, UPR mid-term and next review) as the tracker sends them, plus one row per
+quarterly progress report still owed, which the notifier computes itself from
+``active_from``, the last own due date and ``reported_periods`` (policy.report_periods).
+Closed assignments keep no due dates. Older versions never overwrite newer ones.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import AckPolicy
@@ -13,11 +21,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier.models import AgencyContact, DueDateRow, TrackedAssignment, utcnow
+from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
-from shared.events import AgencyEvent, AssignmentEvent
+from shared.events import AgencyEvent, AssignmentEvent, DueKind
 from shared.kafka import send_to_dead_letters
-from shared.retry import retry_transient
-from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS
+from shared.retry import is_transient_db_error, retry_transient
 
 log = logging.getLogger(__name__)
 AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
@@ -38,16 +46,30 @@ def latest_by_key(events: list[Any], key: str) -> list[Any]:
     return list(latest.values())
 
 
+def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[dict[str, Any]]:
+    """The due_dates rows of one assignment (none once it is closed)."""
+    if event.status.value in policy.closed_statuses:
+        return []
+    rows = {(d.kind.value, d.due): d.start for d in event.due_dates
+            if d.kind is not DueKind.REPORT}  # reports: computed here, below
+    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
+    for start, due in report_periods(event.active_from, own, event.reported_periods, policy):
+        rows[(DueKind.REPORT.value, due)] = start
+    return [{"assignment_id": event.assignment_id, "kind": kind, "due_date": due,
+             "period_start": start} for (kind, due), start in rows.items()]
+
+
 class TrackerEventsConsumer:
     def __init__(self, broker: KafkaBroker, sessions: async_sessionmaker,  # type: ignore[type-arg]
                  settings: NotifierSettings) -> None:
         self.broker = broker
         self.sessions = sessions
         self.settings = settings
+        self.policy = settings.policy
 
     def register(self) -> None:
-        for topic, handler in ((TOPIC_ASSIGNMENTS, self.handle_assignments),
-                               (TOPIC_AGENCIES, self.handle_agencies)):
+        for topic, handler in ((self.settings.assignments_topic, self.handle_assignments),
+                               (self.settings.agencies_topic, self.handle_agencies)):
             self.broker.subscriber(
                 topic, group_id=self.settings.consumer_group, batch=True, max_records=2000,
                 batch_timeout_ms=100, auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
@@ -56,31 +78,51 @@ class TrackerEventsConsumer:
                 max_poll_interval_ms=30 * 60 * 1000, decoder=raw_bodies, title=topic,
             )(handler)
 
-    async def _parse(self, msg: KafkaMessage, topic: str, model: Any) -> list[Any]:
+    async def _parse(self, msg: KafkaMessage, topic: str, model: Any) -> list[tuple[Any, Any]]:
+        """(event, record) pairs; records that are no valid event go to the dead letters."""
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        events = []
+        parsed = []
         for record in records:
             try:
-                events.append(model.model_validate_json(record.value))
+                parsed.append((model.model_validate_json(record.value), record))
             except (ValidationError, ValueError, TypeError) as exc:
                 await send_to_dead_letters(self.broker, topic, record.value or b"", record.key, exc)
-        return events
+        return parsed
 
-    async def handle_assignments(self, bodies: list[bytes],
-                                 msg: KafkaMessage) -> None:
-        events = latest_by_key(await self._parse(msg, TOPIC_ASSIGNMENTS, AssignmentEvent),
-                               "assignment_id")
-        if events:
-            await retry_transient(lambda: self.store_assignments(events),
-                                  what="storing assignment events")
+    async def _store(self, topic: str, pairs: list[tuple[Any, Any]], key: str,
+                     store: Callable[[list[Any]], Awaitable[None]]) -> None:
+        """Store the batch (waiting out database outages); if the database rejects it, store
+        event by event and park the ones it rejects, so one bad event never blocks the topic."""
+        latest = {id(e) for e in latest_by_key([e for e, _ in pairs], key)}
+        pairs = [(e, r) for e, r in pairs if id(e) in latest]
+        if not pairs:
+            return
+        try:
+            await retry_transient(lambda: store([e for e, _ in pairs]), what=f"storing {topic}")
+            return
+        except Exception as exc:  # noqa: BLE001 - narrowed below, event by event
+            log.warning("a batch of %s events was rejected (%s); storing one by one",
+                        topic, type(exc).__name__)
+        for event, record in pairs:
+            one = [event]
+            try:
+                await retry_transient(lambda: store(one), what=f"storing {topic}")  # noqa: B023
+            except Exception as exc:  # noqa: BLE001 - anything but an outage is this event's
+                if is_transient_db_error(exc):
+                    raise
+                await send_to_dead_letters(self.broker, topic, record.value or b"", record.key,
+                                           exc)
+
+    async def handle_assignments(self, bodies: list[bytes], msg: KafkaMessage) -> None:
+        topic = self.settings.assignments_topic
+        pairs = await self._parse(msg, topic, AssignmentEvent)
+        await self._store(topic, pairs, "assignment_id", self.store_assignments)
         await msg.ack()
 
-    async def handle_agencies(self, bodies: list[bytes],
-                              msg: KafkaMessage) -> None:
-        events = latest_by_key(await self._parse(msg, TOPIC_AGENCIES, AgencyEvent), "agency_id")
-        if events:
-            await retry_transient(lambda: self.store_agencies(events),
-                                  what="storing agency events")
+    async def handle_agencies(self, bodies: list[bytes], msg: KafkaMessage) -> None:
+        topic = self.settings.agencies_topic
+        pairs = await self._parse(msg, topic, AgencyEvent)
+        await self._store(topic, pairs, "agency_id", self.store_agencies)
         await msg.ack()
 
     async def store_assignments(self, events: list[AssignmentEvent]) -> None:
@@ -93,23 +135,22 @@ class TrackerEventsConsumer:
             "version": e.version, "updated_at": utcnow(),
         } for e in events]
         async with self.sessions() as session, session.begin():
-            stmt = pg_insert(ASSIGNMENTS)
+            insert = pg_insert(ASSIGNMENTS)
             # A re-delivered older version never overwrites a newer one.
-            stmt = stmt.on_conflict_do_update(
+            stmt = insert.on_conflict_do_update(
                 index_elements=[ASSIGNMENTS.c.id],
-                set_={c.name: stmt.excluded[c.name] for c in ASSIGNMENTS.c if c.name != "id"},
-                where=ASSIGNMENTS.c.version <= stmt.excluded.version,
+                set_={c.name: insert.excluded[c.name] for c in ASSIGNMENTS.c if c.name != "id"},
+                where=ASSIGNMENTS.c.version <= insert.excluded.version,
             ).returning(ASSIGNMENTS.c.id)
             applied = {r.id for r in (await session.execute(stmt, rows)).all()} if rows else set()
             fresh = [e for e in events if e.assignment_id in applied]
             if fresh:
                 await session.execute(delete(DUE_DATES).where(
                     DUE_DATES.c.assignment_id.in_([e.assignment_id for e in fresh])))
-                due_rows = [{"assignment_id": e.assignment_id, "kind": d.kind.value,
-                             "due_date": d.due, "period_start": d.start}
-                            for e in fresh for d in e.due_dates]
-                if due_rows:
-                    await session.execute(pg_insert(DUE_DATES).on_conflict_do_nothing(), due_rows)
+                new_rows = [row for e in fresh for row in due_rows(e, self.policy)]
+                if new_rows:
+                    await session.execute(pg_insert(DUE_DATES).on_conflict_do_nothing(),
+                                          new_rows)
 
     async def store_agencies(self, events: list[AgencyEvent]) -> None:
         rows = [{"id": e.agency_id, "name": e.name, "emails": e.emails, "language": e.language,

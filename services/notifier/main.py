@@ -13,17 +13,18 @@ from services.notifier.api import router
 from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.reminders import ReminderService
 from services.notifier.settings import NotifierSettings
+from services.notifier.tracker_client import TrackerClient
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, ping
-from shared.kafka import make_broker, wait_for_broker, watch_consumer_lag
-from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS
+from shared.kafka import ensure_topics, make_broker, wait_for_broker, watch_consumer_lag
 from shared.web import configure_logging, create_app, supervised
 
 log = logging.getLogger("hrtrack.notifier")
 
 
 async def scheduler(reminders: ReminderService, clock: Clock, settings: NotifierSettings) -> None:
-    """Passes on the service clock, and delivery retries in between."""
+    """Passes on the service clock, and delivery retries in between. Every replica runs it:
+    claims and deliveries are safe to run concurrently."""
     loop = asyncio.get_running_loop()
     next_pass = loop.time() + settings.pass_interval_seconds
     while True:
@@ -48,16 +49,21 @@ def build_app(settings: NotifierSettings | None = None) -> FastAPI:
     sessions = make_sessionmaker(engine)
     broker = make_broker(settings.kafka_bootstrap, "notifier")
     TrackerEventsConsumer(broker, sessions, settings).register()
-    reminders = ReminderService(sessions, settings)
+    secret = settings.token_secret.get_secret_value()
+    tracker = TrackerClient(settings.tracker_url, secret,
+                            timeout=settings.tracker_timeout_seconds) \
+        if settings.tracker_lookup and secret else None
+    reminders = ReminderService(sessions, settings, tracker)
+    topics = [settings.assignments_topic, settings.agencies_topic]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def run() -> None:
             await wait_for_broker(settings.kafka_bootstrap, timeout=float("inf"))
+            await ensure_topics(settings.kafka_bootstrap, topics)
             await broker.start()
             app.state.broker_connected = True
-            await watch_consumer_lag(settings.kafka_bootstrap, settings.consumer_group,
-                                     [TOPIC_ASSIGNMENTS, TOPIC_AGENCIES])
+            await watch_consumer_lag(settings.kafka_bootstrap, settings.consumer_group, topics)
 
         tasks = [asyncio.create_task(supervised("consumer", run())),
                  asyncio.create_task(scheduler(reminders, clock, settings))]

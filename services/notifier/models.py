@@ -6,7 +6,17 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Index, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -71,10 +81,17 @@ class DueDateRow(NotifierModel, table=True):
 
 
 class Digest(NotifierModel, table=True):
-    """One email per recipient per pass date; its delivery state."""
+    """One email per recipient per pass date; its delivery state.
+
+    status: pending (claimed, waiting for delivery or a retry) | sent | failed (the SMTP
+    server refused it permanently, or it cannot be rendered).
+    """
 
     __tablename__ = "digests"
-    __table_args__ = (UniqueConstraint("recipient", "as_of", name="uq_digest_recipient_day"),)
+    __table_args__ = (
+        UniqueConstraint("recipient", "as_of", name="uq_digest_recipient_day"),
+        Index("ix_digests_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     recipient: str
     recipient_kind: str  # agency | escalation | coordinator
@@ -92,22 +109,31 @@ class Digest(NotifierModel, table=True):
 
 
 class LedgerEntry(NotifierModel, table=True):
-    """Each reminder once: the unique key makes a second send impossible."""
+    """Each reminder once: the unique key makes a second claim, hence a second send,
+    impossible. ``digest_id`` is NULL while a reminder that came after its recipient's
+    digest of the day had gone out waits for the recipient's next digest."""
 
     __tablename__ = "reminder_ledger"
     __table_args__ = (
         UniqueConstraint("recipient", "assignment_id", "due_kind", "due_date", "kind",
                          "offset_days", name="uq_reminder_once"),
+        Index("ix_reminder_ledger_carried", "recipient",
+              postgresql_where=text("digest_id IS NULL")),
     )
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True,
                                                            autoincrement=True))
-    digest_id: uuid.UUID = Field(foreign_key="notifier.digests.id", index=True)
+    digest_id: uuid.UUID | None = Field(default=None, foreign_key="notifier.digests.id",
+                                        index=True)
     recipient: str
+    recipient_kind: str = "agency"  # agency | escalation | coordinator
+    language: str = "en"
     agency_id: uuid.UUID = Field(index=True)
     assignment_id: uuid.UUID
     due_kind: str
     due_date: date
     kind: str
     offset_days: int
-    as_of: date
+    as_of: date  # the pass date that claimed it
+    flags: list[str] = Field(default_factory=list, sa_column=Column(
+        ARRAY(String), nullable=False, server_default="{}"))
     created_at: datetime = _ts()

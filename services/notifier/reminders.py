@@ -1,14 +1,24 @@
 """A reminder pass: find what is due, claim it in the ledger, send one digest per recipient.
 
-Never twice: each reminder is claimed by inserting its unique ledger row
-(recipient, assignment, due kind, due date, kind, offset) before any mail is sent, and
-each digest row (recipient, day) is sent by the one pass that holds its row lock
-(FOR UPDATE SKIP LOCKED). The one window: a crash after the SMTP server accepted a
-digest and before it was marked sent re-sends that digest once on restart.
+Never twice (docs/notifier.md has the whole argument):
+- each reminder (recipient, assignment, due kind, due date, kind, offset) is claimed by
+  inserting its row in the ledger, whose unique key admits it once, whichever replica or
+  restart tries again;
+- a claimed reminder belongs to exactly one digest (recipient, day); a digest is sent by the
+  one transaction that holds its row lock (SELECT ... FOR UPDATE SKIP LOCKED) and is marked
+  sent in that same transaction;
+- claiming takes the same row lock first, so a reminder never joins a digest that is being
+  sent; one that comes after the day's digest went out waits for the recipient's next
+  digest (``late``), which keeps "at most one email per recipient per day".
+
+The one window: a crash (or a lost database connection) after the SMTP server accepted a
+digest and before its transaction committed leaves the digest pending, and it is sent again,
+with the same Message-ID, after the restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -31,8 +42,10 @@ from services.notifier.models import (
     LedgerEntry,
     TrackedAssignment,
 )
-from services.notifier.policy import ReminderKind, ReminderPolicy, offsets_for_day
+from services.notifier.policy import ReminderKind, ReminderPolicy, offsets_for_day, route
 from services.notifier.settings import NotifierSettings
+from services.notifier.tracker_client import TrackerClient
+from shared.retry import is_transient_db_error
 
 log = logging.getLogger(__name__)
 
@@ -42,226 +55,459 @@ DUE_DATES = DueDateRow.__table__  # type: ignore[attr-defined]
 DIGESTS = Digest.__table__  # type: ignore[attr-defined]
 LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]
 
-REMINDERS_SENT = Counter("hrtrack_reminders_sent", "Reminders delivered", ["kind"])
-EMAILS = Counter("hrtrack_reminder_emails", "Digest emails by outcome", ["outcome"])
-PENDING = Gauge("hrtrack_reminders_pending", "Digests waiting for delivery")
+REMINDERS_SENT = Counter("hrtrack_reminders_sent", "Reminders delivered, by kind", ["kind"])
+EMAILS = Counter("hrtrack_reminder_emails", "Digest emails by delivery outcome "
+                 "(sent | retried: temporary failure, will retry | failed: permanent)",
+                 ["outcome"])
+PENDING = Gauge("hrtrack_reminders_pending",
+                "Reminders claimed and not delivered yet (pending digests, carried over)")
 PASS_DURATION = Histogram("hrtrack_reminder_pass_duration_seconds", "Reminder pass duration",
                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DUE_SET_DURATION = Histogram("hrtrack_reminder_due_set_seconds", "Due-set computation",
                              buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+# Every label value exists from the start, so dashboards and alerts see zeros, not gaps.
+for _kind in ReminderKind:
+    REMINDERS_SENT.labels(kind=_kind.value)
+for _outcome in ("sent", "retried", "failed"):
+    EMAILS.labels(outcome=_outcome)
+
+# Contacts looked up from the tracker lose against any event (events carry the newest).
+LOOKED_UP_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class DueReminder:
     recipient: str
-    recipient_kind: str
+    recipient_kind: str  # agency | escalation | coordinator
     language: str
     agency_id: uuid.UUID
-    item: DigestItem
+    assignment_id: uuid.UUID
+    due_kind: str
+    due_date: date
+    kind: ReminderKind
     offset_days: int
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class DueSet:
+    reminders: list[DueReminder]
+    unaddressed: int = 0  # reminders with nobody to send them to (no coordinators set)
 
 
 @dataclass
 class PassReport:
     as_of: date
-    candidates: int = 0
-    claimed: int = 0
-    digests_sent: list[dict[str, Any]] = field(default_factory=list)
-    digests_failed: list[dict[str, Any]] = field(default_factory=list)
-    digests_pending: int = 0
+    candidates: int = 0  # reminders due today, claimed or not
+    claimed: int = 0  # newly claimed into today's digests
+    late: int = 0  # newly claimed after the recipient's digest of today went out
+    attached: int = 0  # earlier late reminders put into today's digests
+    unaddressed: int = 0
+    errors: int = 0
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    retrying: list[dict[str, Any]] = field(default_factory=list)
+    pending_reminders: int = 0
     due_set_ms: float = 0.0
+    duration_ms: float = 0.0
+
+
+def message_id_for(digest_id: uuid.UUID, domain: str) -> str:
+    """Stable per digest: a re-send after a crash carries the same Message-ID."""
+    return f"<digest-{digest_id}@{domain.strip() or 'hrtrack.local'}>"
+
+
+def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
+    """Exponential backoff after ``attempts`` failed attempts: base, 2*base, 4*base, ..."""
+    return float(min(base * 2 ** min(max(attempts - 1, 0), 40), ceiling))
 
 
 class ReminderService:
-    def __init__(self, sessions: async_sessionmaker, settings: NotifierSettings  # type: ignore[type-arg]
-                 ) -> None:
+    def __init__(self, sessions: async_sessionmaker,  # type: ignore[type-arg]
+                 settings: NotifierSettings, tracker: TrackerClient | None = None) -> None:
         self.sessions = sessions
         self.settings = settings
         self.policy: ReminderPolicy = settings.policy
+        self.tracker = tracker
+        self.coordinators = list(dict.fromkeys(
+            e.strip() for e in settings.coordinator_emails if e.strip()))
+        self.offsets = offsets_for_day(self.policy, self.policy.overdue_horizon_days)
+        # One delivery at a time per process (the scheduler and API passes share it): a
+        # crash can then catch at most one digest between the server's "250" and the
+        # commit that marks it sent.
+        self._delivering = asyncio.Lock()
         self.smtp = mailer.SmtpConfig(settings.smtp_host, settings.smtp_port,
                                       settings.smtp_timeout_seconds, settings.smtp_username,
                                       settings.smtp_password, settings.smtp_starttls)
 
     # --- due set --------------------------------------------------------------------------
 
-    async def due_reminders(self, as_of: date) -> list[DueReminder]:
-        offsets = offsets_for_day(self.policy, horizon_days=5 * 366)
-        closed = list(self.policy.closed_statuses)
-        due_days = [as_of + timedelta(days=d) for d in offsets]
+    def due_query(self, as_of: date) -> Any:
+        """Due rows on the policy's offset days: an IN list on the indexed due_date, joins by
+        primary key, nothing per assignment that is not due."""
+        due_days = [as_of + timedelta(days=d) for d in self.offsets]
         query = (
-            select(DUE_DATES.c.due_date, DUE_DATES.c.kind.label("due_kind"),
-                   DUE_DATES.c.period_start, ASSIGNMENTS, AGENCIES.c.emails,
+            select(DUE_DATES.c.due_date, DUE_DATES.c.kind, DUE_DATES.c.assignment_id,
+                   ASSIGNMENTS.c.agency_id, AGENCIES.c.id.label("known"), AGENCIES.c.emails,
                    AGENCIES.c.language, AGENCIES.c.escalation_email)
             .join(ASSIGNMENTS, ASSIGNMENTS.c.id == DUE_DATES.c.assignment_id)
             .outerjoin(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
-            .where(DUE_DATES.c.due_date.in_(due_days), ASSIGNMENTS.c.status.not_in(closed))
+            .where(DUE_DATES.c.due_date.in_(due_days),
+                   ASSIGNMENTS.c.status.not_in(sorted(self.policy.closed_statuses)))
         )
         if not self.policy.remind_partners:
             query = query.where(ASSIGNMENTS.c.role != "partner")
-        async with self.sessions() as session:
-            rows = (await session.execute(query)).mappings().all()
-        reminders: list[DueReminder] = []
-        for row in rows:
-            offset = (row["due_date"] - as_of).days
-            for kind in offsets.get(offset, []):
-                reminders.extend(self._recipients(row, kind, offset))
-        return reminders
+        return query
 
-    def _recipients(self, row: Any, kind: ReminderKind, offset: int) -> list[DueReminder]:
-        emails = list(row["emails"] or [])
-        flags: tuple[str, ...] = ()
-        if kind is ReminderKind.ESCALATION_AGENCY:
-            emails = [row["escalation_email"]] if row["escalation_email"] else []
-        elif kind is ReminderKind.ESCALATION_COORDINATOR:
-            emails = []
-        recipient_kind = "agency" if kind in (ReminderKind.UPCOMING, ReminderKind.OVERDUE) \
-            else "escalation"
-        if not emails:
-            # Nobody to tell at the agency: the coordinators hear of it, flagged.
-            emails = list(self.settings.coordinator_emails)
-            recipient_kind = "coordinator"
-            if kind is not ReminderKind.ESCALATION_COORDINATOR:
-                flags = ("no_contact",)
-        item = DigestItem(
-            assignment_id=str(row["id"]), recommendation_id=str(row["recommendation_id"]),
-            source=row["source"], reference=row["reference"], text=row["text"],
-            due_kind=row["due_kind"], due_date=row["due_date"], status=row["status"], kind=kind,
-            agency_name=row["agency_name"], role=row["role"], flags=flags)
-        language = (row["language"] or "en") if recipient_kind != "coordinator" else "en"
-        return [DueReminder(e, recipient_kind, language, row["agency_id"], item, offset)
-                for e in emails]
+    async def due_set(self, as_of: date) -> DueSet:
+        async with self.sessions() as session:
+            rows = (await session.execute(self.due_query(as_of))).all()
+        unknown = {row.agency_id for row in rows if row.known is None}
+        looked_up = await self._look_up_agencies(unknown) if unknown else {}
+        result = DueSet([])
+        coordinators, coordinator_language = self.coordinators, self.settings.coordinator_language
+        for row in rows:
+            emails, language, escalation = row.emails, row.language, row.escalation_email
+            if row.known is None:
+                emails, language, escalation = looked_up.get(row.agency_id, (None, "en", None))
+            offset = (row.due_date - as_of).days
+            for kind in self.offsets.get(offset, ()):
+                routes = route(kind, emails, escalation, coordinators)
+                if not routes:
+                    result.unaddressed += 1
+                for r in routes:
+                    result.reminders.append(DueReminder(
+                        r.recipient, r.recipient_kind,
+                        coordinator_language if r.recipient_kind == "coordinator"
+                        else language or "en",
+                        row.agency_id, row.assignment_id, row.kind, row.due_date, kind, offset,
+                        r.flags))
+        if result.unaddressed:
+            log.warning("%d reminders have nobody to go to: set HRTRACK_COORDINATOR_EMAILS",
+                        result.unaddressed)
+        return result
+
+    async def due_reminders(self, as_of: date) -> list[DueReminder]:
+        return (await self.due_set(as_of)).reminders
+
+    async def _look_up_agencies(
+        self, ids: set[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[list[str], str, str | None]]:
+        """Agencies the events have not brought yet, from the tracker's directory; kept so
+        the next pass need not ask again (any later event overwrites them)."""
+        if self.tracker is None:
+            return {}
+        try:
+            directory = await self.tracker.agencies()
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("agency look-up at the tracker failed (%s); %d agencies without "
+                        "contacts go to the coordinators", type(exc).__name__, len(ids))
+            return {}
+        found = [a for a in directory if a.id in ids]
+        if found:
+            async with self.sessions() as session, session.begin():
+                await session.execute(pg_insert(AGENCIES).on_conflict_do_nothing(), [
+                    {"id": a.id, "name": a.name, "emails": a.emails, "language": a.language,
+                     "escalation_email": a.escalation_email, "needs_review": a.needs_review,
+                     "updated_at": LOOKED_UP_AT} for a in found])
+        return {a.id: (a.emails, a.language, a.escalation_email) for a in found}
 
     # --- pass -----------------------------------------------------------------------------
 
     async def run_pass(self, as_of: date) -> PassReport:
+        """Claim what is due on ``as_of`` and deliver every digest that is ready.
+
+        Safe to run again (same day: nothing new is sent) and on several replicas at once.
+        A lost database connection raises: the pass is simply run again later.
+        """
         started = time.perf_counter()
         report = PassReport(as_of=as_of)
-        due = await self.due_reminders(as_of)
+        due = await self.due_set(as_of)
         report.due_set_ms = (time.perf_counter() - started) * 1000
         DUE_SET_DURATION.observe(report.due_set_ms / 1000)
-        report.candidates = len(due)
+        report.candidates, report.unaddressed = len(due.reminders), due.unaddressed
         by_recipient: dict[str, list[DueReminder]] = defaultdict(list)
-        for reminder in due:
+        for reminder in due.reminders:
             by_recipient[reminder.recipient].append(reminder)
-        for recipient, reminders in by_recipient.items():
+        recipients = set(by_recipient) | await self._recipients_with_late(as_of)
+        touched: list[uuid.UUID] = []
+        for recipient in sorted(recipients):
             try:
-                report.claimed += await self._claim(recipient, as_of, reminders)
-            except Exception:  # noqa: BLE001 - one recipient's failure never stops the rest
-                log.exception("claiming reminders for a recipient failed")
-        await self.deliver_pending(report, as_of=as_of)
+                claimed, late, attached, digest_id = await self._claim(
+                    recipient, as_of, by_recipient.get(recipient, []))
+            except Exception as exc:
+                if is_transient_db_error(exc):
+                    raise
+                # One recipient's bad data never stops the others.
+                log.exception("claiming reminders failed for one recipient")
+                report.errors += 1
+                continue
+            report.claimed += claimed
+            report.late += late
+            report.attached += attached
+            if digest_id is not None:
+                touched.append(digest_id)
+        await self.deliver_pending(report)
+        await self._report_outcomes(report, touched)
         PASS_DURATION.observe(time.perf_counter() - started)
+        report.duration_ms = (time.perf_counter() - started) * 1000
         return report
 
-    async def _claim(self, recipient: str, as_of: date, reminders: list[DueReminder]) -> int:
-        first = reminders[0]
+    async def _report_outcomes(self, report: PassReport, digest_ids: list[uuid.UUID]) -> None:
+        """Add the digests this pass filled that another delivery loop (the scheduler, or
+        another replica) sent meanwhile: waits (FOR SHARE) for a delivery in progress, so
+        the answer says what became of each of them."""
+        known = {d["digest_id"] for d in [*report.sent, *report.failed, *report.retrying]}
+        missing = [d for d in digest_ids if str(d) not in known]
+        if not missing:
+            return
         async with self.sessions() as session, session.begin():
-            digest_id = (await session.execute(
-                pg_insert(DIGESTS).values(
-                    id=uuid.uuid4(), recipient=recipient, recipient_kind=first.recipient_kind,
-                    agency_id=first.agency_id if first.recipient_kind != "coordinator" else None,
-                    as_of=as_of, language=first.language, status="pending", attempts=0,
-                    created_at=datetime.now(UTC), next_attempt_at=datetime.now(UTC))
-                .on_conflict_do_update(constraint="uq_digest_recipient_day",
-                                       set_={"recipient": recipient})
-                .returning(DIGESTS.c.id))).scalar_one()
-            rows = [{"digest_id": digest_id, "recipient": recipient, "agency_id": r.agency_id,
-                     "assignment_id": uuid.UUID(r.item.assignment_id), "due_kind": r.item.due_kind,
-                     "due_date": r.item.due_date, "kind": r.item.kind.value,
-                     "offset_days": r.offset_days, "as_of": as_of,
-                     "created_at": datetime.now(UTC)} for r in reminders]
-            claimed = (await session.execute(
-                pg_insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.id), rows)).all()
-            if claimed:
-                # New items after the digest went out (a late event): send them as a new digest
-                # row only if the day's digest was already delivered.
-                status = (await session.execute(select(DIGESTS.c.status).where(
-                    DIGESTS.c.id == digest_id))).scalar_one()
-                if status != "pending":
-                    log.info("late reminders for a delivered digest are kept for tomorrow")
-            return len(claimed)
+            digests = (await session.execute(
+                select(DIGESTS).where(DIGESTS.c.id.in_(missing)).with_for_update(read=True)
+            )).mappings().all()
+            counts = (await session.execute(
+                select(LEDGER.c.digest_id, LEDGER.c.kind, func.count())
+                .where(LEDGER.c.digest_id.in_(missing))
+                .group_by(LEDGER.c.digest_id, LEDGER.c.kind))).all()
+        kinds: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+        for digest_id, kind, n in counts:
+            kinds[digest_id][kind] = n
+        for d in digests:
+            outcome = {"digest_id": str(d["id"]), "recipient": d["recipient"],
+                       "as_of": d["as_of"].isoformat(), "items": sum(kinds[d["id"]].values()),
+                       "attempts": d["attempts"]}
+            if d["status"] == "sent":
+                report.sent.append(outcome | {"status": "sent", "subject": d["subject"],
+                                              "message_id": d["message_id"],
+                                              "kinds": kinds[d["id"]]})
+            elif d["status"] == "failed":
+                report.failed.append(outcome | {"status": "failed", "error": d["last_error"]})
+            else:
+                report.retrying.append(outcome | {"status": "retry", "error": d["last_error"]})
 
-    async def deliver_pending(self, report: PassReport | None = None,
-                              as_of: date | None = None) -> None:
+    async def _recipients_with_late(self, as_of: date) -> set[str]:
+        async with self.sessions() as session:
+            return set((await session.execute(
+                select(LEDGER.c.recipient).distinct()
+                .where(LEDGER.c.digest_id.is_(None), LEDGER.c.as_of < as_of))).scalars())
+
+    async def _claim(self, recipient: str, as_of: date,
+                     reminders: list[DueReminder]
+                     ) -> tuple[int, int, int, uuid.UUID | None]:
+        """Claim ``reminders`` for ``recipient`` on ``as_of``: (claimed, late, attached, the
+        digest they joined)."""
+        async with self.sessions() as session, session.begin():
+            waiting = (LEDGER.c.recipient == recipient, LEDGER.c.digest_id.is_(None),
+                       LEDGER.c.as_of < as_of)
+            if reminders:
+                first = reminders[0]
+                kind, language, agency_id = first.recipient_kind, first.language, first.agency_id
+            else:
+                row = (await session.execute(
+                    select(LEDGER.c.recipient_kind, LEDGER.c.language, LEDGER.c.agency_id)
+                    .where(*waiting).limit(1))).first()
+                if row is None:
+                    return 0, 0, 0, None
+                kind, language, agency_id = row
+            now = datetime.now(UTC)
+            insert = pg_insert(DIGESTS).values(
+                id=uuid.uuid4(), recipient=recipient, recipient_kind=kind,
+                agency_id=None if kind == "coordinator" else agency_id, as_of=as_of,
+                language=language, status="pending", attempts=0, created_at=now,
+                next_attempt_at=now)
+            # The upsert locks the digest row: a delivery in progress (FOR UPDATE) finishes
+            # first, and its status tells whether new reminders may still join it.
+            stmt = insert.on_conflict_do_update(
+                constraint="uq_digest_recipient_day",
+                set_={"recipient": insert.excluded.recipient},
+            ).returning(DIGESTS.c.id, DIGESTS.c.status)
+            digest_id, status = (await session.execute(stmt)).one()
+            target = digest_id if status == "pending" else None
+            claimed = 0
+            if reminders:
+                rows = [{
+                    "digest_id": target, "recipient": recipient,
+                    "recipient_kind": r.recipient_kind, "language": r.language,
+                    "agency_id": r.agency_id, "assignment_id": r.assignment_id,
+                    "due_kind": r.due_kind, "due_date": r.due_date, "kind": r.kind.value,
+                    "offset_days": r.offset_days, "as_of": as_of,
+                    "flags": list(r.flags) if target else [*r.flags, "late"],
+                    "created_at": now} for r in reminders]
+                claimed = len((await session.execute(
+                    pg_insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.id),
+                    rows)).all())
+            if target is None:
+                if claimed:
+                    log.info("%d reminders came after today's digest to a recipient went "
+                             "out; they go with its next digest", claimed)
+                return 0, claimed, 0, None
+            attached = len((await session.execute(
+                update(LEDGER).where(*waiting).values(digest_id=target)
+                .returning(LEDGER.c.id))).all())
+            if not claimed and not attached:
+                # Nothing new for this recipient: no empty digest is kept.
+                await session.execute(delete(DIGESTS).where(
+                    DIGESTS.c.id == target, ~exists().where(LEDGER.c.digest_id == target)))
+            return claimed, 0, attached, target if claimed or attached else None
+
+    # --- delivery -------------------------------------------------------------------------
+
+    async def deliver_pending(self, report: PassReport | None = None) -> None:
+        """Send every pending digest whose (re)try time has come, one transaction each."""
+        async with self._delivering:
+            await self._deliver_due(report)
+        pending = await self.pending_reminders()
+        if report is not None:
+            report.pending_reminders = pending
+
+    async def _deliver_due(self, report: PassReport | None) -> None:
         now = datetime.now(UTC)
+        woken = False
         while True:
             async with self.sessions() as session, session.begin():
                 digest = (await session.execute(
                     select(DIGESTS).where(DIGESTS.c.status == "pending",
                                           or_(DIGESTS.c.next_attempt_at.is_(None),
                                               DIGESTS.c.next_attempt_at <= now))
-                    .order_by(DIGESTS.c.created_at).limit(1)
+                    .order_by(DIGESTS.c.as_of, DIGESTS.c.created_at).limit(1)
                     .with_for_update(skip_locked=True))).mappings().first()
                 if digest is None:
                     break
                 outcome = await self._deliver(session, dict(digest))
+            if outcome is not None and outcome["status"] == "sent" and not woken:
+                woken = True
+                await self._wake_backed_off(now)
             if report is not None and outcome is not None:
-                (report.digests_sent if outcome["status"] == "sent"
-                 else report.digests_failed).append(outcome)
+                {"sent": report.sent, "failed": report.failed,
+                 "retry": report.retrying}[outcome["status"]].append(outcome)
+
+    async def _wake_backed_off(self, now: datetime) -> None:
+        """The SMTP server takes mail again: digests backing off after an outage go now
+        rather than when their backoff ends. Its own transaction, skipping rows another
+        delivery holds, so it never waits for (or deadlocks with) one."""
+        async with self.sessions() as session, session.begin():
+            backed_off = (select(DIGESTS.c.id).where(DIGESTS.c.status == "pending",
+                                                     DIGESTS.c.next_attempt_at > now)
+                          .with_for_update(skip_locked=True)).scalar_subquery()
+            await session.execute(update(DIGESTS).where(DIGESTS.c.id.in_(backed_off))
+                                  .values(next_attempt_at=now))
+
+    async def pending_reminders(self) -> int:
         async with self.sessions() as session:
-            pending = (await session.execute(select(func.count()).where(
-                DIGESTS.c.status == "pending"))).scalar_one()
-        PENDING.set(pending)
-        if report is not None:
-            report.digests_pending = pending
+            waiting = (await session.execute(select(func.count()).select_from(LEDGER).where(
+                LEDGER.c.digest_id.is_(None)))).scalar_one()
+            in_digests = (await session.execute(
+                select(func.count()).select_from(LEDGER.join(DIGESTS, DIGESTS.c.id ==
+                                                             LEDGER.c.digest_id))
+                .where(DIGESTS.c.status == "pending"))).scalar_one()
+        PENDING.set(waiting + in_digests)
+        return int(waiting + in_digests)
 
     async def _deliver(self, session: Any, digest: dict[str, Any]) -> dict[str, Any] | None:
         entries = (await session.execute(
-            select(LEDGER, ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.source,
+            select(LEDGER.c.assignment_id, LEDGER.c.agency_id, LEDGER.c.due_kind,
+                   LEDGER.c.due_date, LEDGER.c.kind, LEDGER.c.flags,
+                   ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.source,
                    ASSIGNMENTS.c.reference, ASSIGNMENTS.c.text, ASSIGNMENTS.c.status,
                    ASSIGNMENTS.c.agency_name, ASSIGNMENTS.c.role)
             .join(ASSIGNMENTS, ASSIGNMENTS.c.id == LEDGER.c.assignment_id)
             .where(LEDGER.c.digest_id == digest["id"]))).mappings().all()
         if not entries:
-            await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest["id"])
-                                  .values(status="empty"))
+            await session.execute(delete(DIGESTS).where(DIGESTS.c.id == digest["id"]))
             return None
-        items = [DigestItem(
-            assignment_id=str(e["assignment_id"]), recommendation_id=str(e["recommendation_id"]),
-            source=e["source"], reference=e["reference"], text=e["text"], due_kind=e["due_kind"],
-            due_date=e["due_date"], status=e["status"], kind=ReminderKind(e["kind"]),
-            agency_name=e["agency_name"], role=e["role"],
-            flags=("no_contact",) if digest["recipient_kind"] == "coordinator"
-            and e["kind"] != ReminderKind.ESCALATION_COORDINATOR else ()) for e in entries]
-        name = entries[0]["agency_name"] if digest["recipient_kind"] != "coordinator" \
-            else "coordinators"
-        rendered = render_digest(recipient_name=name, language=digest["language"],
-                                 as_of=digest["as_of"], items=items,
-                                 report_url=self.settings.tracker_url)
-        message = build_email(digest=rendered, sender=self.settings.mail_from,
-                              recipient=digest["recipient"], as_of=digest["as_of"])
         attempts = digest["attempts"] + 1
+        base = {"digest_id": str(digest["id"]), "recipient": digest["recipient"],
+                "as_of": digest["as_of"].isoformat(),
+                "items": len(entries), "attempts": attempts}
+        message_id = message_id_for(digest["id"], self.settings.message_id_domain)
+        try:
+            rendered = render_digest(
+                recipient_name=self._recipient_name(digest, entries),
+                language=digest["language"], as_of=digest["as_of"],
+                items=[self._item(e) for e in entries], report_url=self.settings.tracker_url)
+            message = build_email(digest=rendered, sender=self.settings.mail_from,
+                                  recipient=digest["recipient"], as_of=digest["as_of"],
+                                  message_id=message_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Bad data (e.g. a malformed address) never renders: retrying cannot help.
+            log.warning("digest cannot be built: %s", exc)
+            EMAILS.labels(outcome="failed").inc()
+            await self._update(session, digest["id"], status="failed", attempts=attempts,
+                               last_error=f"cannot build the message: {exc}"[:2000])
+            return base | {"status": "failed", "error": str(exc)}
         try:
             await mailer.send(message, self.smtp)
         except mailer.DeliveryError as exc:
+            error = str(exc)[:2000]
             if exc.permanent:
                 EMAILS.labels(outcome="failed").inc()
-                values = {"status": "failed", "attempts": attempts, "last_error": str(exc)[:2000]}
-            else:
-                EMAILS.labels(outcome="retried").inc()
-                backoff = min(self.settings.delivery_retry_seconds * 2 ** (attempts - 1),
-                              self.settings.delivery_max_backoff_seconds)
-                values = {"attempts": attempts, "last_error": str(exc)[:2000],
-                          "next_attempt_at": datetime.now(UTC) + timedelta(seconds=backoff)}
-            await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest["id"])
-                                  .values(**values))
-            return {"recipient": digest["recipient"], "status": values.get("status", "retry"),
-                    "error": str(exc)} if exc.permanent else None
+                await self._update(session, digest["id"], status="failed", attempts=attempts,
+                                   last_error=error, message_id=message_id,
+                                   subject=rendered.subject)
+                return base | {"status": "failed", "error": error}
+            EMAILS.labels(outcome="retried").inc()
+            delay = backoff_seconds(attempts, self.settings.delivery_retry_seconds,
+                                    self.settings.delivery_max_backoff_seconds)
+            await self._update(session, digest["id"], attempts=attempts, last_error=error,
+                               next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
+            return base | {"status": "retry", "error": error, "retry_in_seconds": delay}
         EMAILS.labels(outcome="sent").inc()
-        for item in items:
-            REMINDERS_SENT.labels(kind=item.kind.value).inc()
-        await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest["id"]).values(
-            status="sent", attempts=attempts, sent_at=datetime.now(UTC),
-            message_id=message["Message-ID"], subject=rendered.subject, last_error=None))
-        return {"recipient": digest["recipient"], "status": "sent", "items": len(items),
-                "subject": rendered.subject, "message_id": message["Message-ID"]}
+        for entry in entries:
+            REMINDERS_SENT.labels(kind=entry["kind"]).inc()
+        await self._update(session, digest["id"], status="sent", attempts=attempts,
+                           sent_at=datetime.now(UTC), message_id=message_id,
+                           subject=rendered.subject, last_error=None)
+        kinds: dict[str, int] = defaultdict(int)
+        for entry in entries:
+            kinds[entry["kind"]] += 1
+        return base | {"status": "sent", "subject": rendered.subject, "message_id": message_id,
+                       "kinds": dict(kinds)}
 
-    async def ledger(self, agency_id: uuid.UUID | None, limit: int = 500) -> list[dict[str, Any]]:
-        query = (select(LEDGER, DIGESTS.c.status, DIGESTS.c.message_id, DIGESTS.c.attempts,
+    @staticmethod
+    async def _update(session: Any, digest_id: uuid.UUID, **values: Any) -> None:
+        await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest_id).values(**values))
+
+    def _recipient_name(self, digest: dict[str, Any], entries: list[Any]) -> str:
+        if digest["recipient_kind"] == "coordinator":
+            return self.settings.coordinator_name
+        names = [e["agency_name"] for e in entries if e["agency_id"] == digest["agency_id"]]
+        return names[0] if names else entries[0]["agency_name"]
+
+    @staticmethod
+    def _item(entry: Any) -> DigestItem:
+        return DigestItem(
+            assignment_id=str(entry["assignment_id"]),
+            recommendation_id=str(entry["recommendation_id"]), source=entry["source"],
+            reference=entry["reference"], text=entry["text"], due_kind=entry["due_kind"],
+            due_date=entry["due_date"], status=entry["status"], kind=ReminderKind(entry["kind"]),
+            agency_name=entry["agency_name"], role=entry["role"],
+            flags=tuple(entry["flags"] or ()))
+
+    # --- ledger ---------------------------------------------------------------------------
+
+    async def ledger(self, *, agency_id: uuid.UUID | None = None, status: str | None = None,
+                     as_of: date | None = None, recipient: str | None = None,
+                     limit: int = 500) -> list[dict[str, Any]]:
+        """Ledger entries, newest first, with their digest's delivery state. ``status``:
+        pending | sent | failed | late (waiting for the recipient's next digest)."""
+        digest_status = func.coalesce(DIGESTS.c.status, "late")
+        query = (select(LEDGER.c.id, LEDGER.c.recipient, LEDGER.c.recipient_kind,
+                        LEDGER.c.agency_id, LEDGER.c.assignment_id, LEDGER.c.due_kind,
+                        LEDGER.c.due_date, LEDGER.c.kind, LEDGER.c.offset_days, LEDGER.c.as_of,
+                        LEDGER.c.flags, LEDGER.c.digest_id, LEDGER.c.created_at,
+                        digest_status.label("status"), DIGESTS.c.as_of.label("digest_as_of"),
+                        DIGESTS.c.attempts, DIGESTS.c.message_id, DIGESTS.c.subject,
                         DIGESTS.c.sent_at, DIGESTS.c.last_error)
-                 .join(DIGESTS, DIGESTS.c.id == LEDGER.c.digest_id)
+                 .outerjoin(DIGESTS, DIGESTS.c.id == LEDGER.c.digest_id)
                  .order_by(LEDGER.c.id.desc()).limit(limit))
-        if agency_id:
-            query = query.where(and_(LEDGER.c.agency_id == agency_id))
+        if agency_id is not None:
+            query = query.where(LEDGER.c.agency_id == agency_id)
+        if status is not None:
+            query = query.where(digest_status == status)
+        if as_of is not None:
+            query = query.where(LEDGER.c.as_of == as_of)
+        if recipient is not None:
+            query = query.where(LEDGER.c.recipient == recipient)
         async with self.sessions() as session:
             rows = (await session.execute(query)).mappings().all()
         return [{k: (v.isoformat() if isinstance(v, date | datetime) else

@@ -60,7 +60,8 @@ async def _set_aliases(repo: TrackerRepository, agency: uuid.UUID, names: list[s
 
 
 def _merged(existing: list[str] | None, more: list[str]) -> list[str]:
-    return sorted(set(existing or []) | {a.strip() for a in more if a.strip()})
+    """Display aliases: every spelling known, once."""
+    return sorted(set(existing or []) | {a.strip() for a in more if agency_key(a)})
 
 
 async def create_agency(repo: TrackerRepository, data: AgencyCreate, actor: str, *,
@@ -69,13 +70,15 @@ async def create_agency(repo: TrackerRepository, data: AgencyCreate, actor: str,
     if not key:
         raise NoUsableName(f"name {data.name!r} has no letters or digits")
     now = utcnow()
-    row = {"id": make_agency_id(key), "key": key, "name": data.name.strip(),
-           "emails": [str(e) for e in data.emails], "language": data.language,
-           "escalation_email": str(data.escalation_email) if data.escalation_email else None,
-           "aliases": _merged([], data.aliases), "needs_review": False,
-           "created_at": now, "updated_at": now}
-    await _set_aliases(repo, row["id"], [data.name, *data.aliases])
+    row: dict[str, Any] = {
+        "id": make_agency_id(key), "key": key, "name": data.name.strip(),
+        "emails": [str(e) for e in data.emails], "language": data.language,
+        "escalation_email": str(data.escalation_email) if data.escalation_email else None,
+        "aliases": _merged([], data.aliases), "needs_review": False,
+        "created_at": now, "updated_at": now,
+    }
     await repo.session.execute(pg_insert(AGENCIES).values(row))
+    await _set_aliases(repo, row["id"], [data.name, *data.aliases])  # a conflict rolls back
     repo.announce_agency(row)
     repo.add_history("agency", row["id"], action, actor, {"name": row["name"]})
     return row
@@ -95,8 +98,11 @@ async def upsert_agency(repo: TrackerRepository, data: AgencyCreate, actor: str,
     if existing is None:
         return await create_agency(repo, data, actor), True
     given = data.model_dump(include=set(CONTACT_FIELDS) & data.model_fields_set)
+    # The name as posted resolves to this agency from now on, like its aliases.
+    known = alias_keys([existing["name"], *(existing["aliases"] or [])])
+    names = [*data.aliases, *([data.name] if agency_key(data.name) not in known else [])]
     changes = AgencyUpdate.model_validate(
-        {**given, "aliases": _merged(existing["aliases"], data.aliases), "needs_review": False})
+        {**given, "aliases": _merged(existing["aliases"], names), "needs_review": False})
     row = await update_agency(repo, existing["id"], changes, actor)
     assert row is not None
     return row, False
@@ -163,18 +169,24 @@ async def seed_directory(repo: TrackerRepository, entries: list[AgencyCreate],
     result = SeedResult()
     for entry in entries:
         names = [entry.name, *entry.aliases]
-        found = await repo.agencies_by_key(alias_keys(names))
-        if not found:
-            await create_agency(repo, entry, actor, action="seeded")
-            result.created.append(entry.name)
-            continue
-        own = found.get(agency_key(entry.name)) or next(iter(found.values()))
-        missing = alias_keys(names) - set(found)
-        conflicts = sorted(k for k, a in found.items() if a["id"] != own["id"])
+        keys = alias_keys(names)
+        found = await repo.agencies_by_key(keys)
+        owners = {a["id"]: a for a in found.values()}
+        own = found.get(agency_key(entry.name))
+        if own is None and len(owners) == 1 and next(iter(owners.values()))["needs_review"]:
+            own = next(iter(owners.values()))  # first seen as an executor under an alias
+        conflicts = sorted(k for k, a in found.items() if own is None or a["id"] != own["id"])
         if conflicts:
             result.conflicts += conflicts
             log.warning("directory seed: %s: aliases %s belong to other agencies",
                         entry.name, ", ".join(conflicts))
+        if own is None:
+            usable = [a for a in entry.aliases if agency_key(a) not in conflicts]
+            await create_agency(repo, entry.model_copy(update={"aliases": usable}), actor,
+                                action="seeded")
+            result.created.append(entry.name)
+            continue
+        missing = keys - set(found)
         changes: dict[str, Any] = {}
         aliases = _merged(own["aliases"], entry.aliases)
         if aliases != sorted(own["aliases"] or []):
@@ -190,7 +202,7 @@ async def seed_directory(repo: TrackerRepository, entries: list[AgencyCreate],
             await repo.session.execute(AGENCIES.update().where(AGENCIES.c.id == own["id"])
                                        .values(**changes, updated_at=row["updated_at"]))
             if "needs_review" in changes:
-                repo.announce_agency(row)  # the name changed: the notifier shows it
+                repo.announce_agency(row)  # renamed and confirmed: the notifier shows it
             repo.add_history("agency", own["id"], "seeded", actor, changes)
             result.updated.append(entry.name)
     return result

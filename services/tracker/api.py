@@ -1,21 +1,45 @@
-"""The tracker's HTTP entrypoints: read state, maintain the directory, take reports."""
+"""The tracker's HTTP entrypoints: read state, maintain the directory, take reports.
+
+Handlers are thin: access rules and queries live in `queries`, changes in `agencies`
+and `reports`. Another agency's data is answered with 404, like missing data.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.tracker.agencies import AliasConflict, update_agency, upsert_agency
-from services.tracker.models import AgencyCreate, AgencyPublic, AgencyUpdate
-from services.tracker.repository import AGENCIES, ASSIGNMENTS, RECOMMENDATIONS, TrackerRepository
-from shared.auth import Coordinator, CurrentPrincipal
+from services.tracker import queries
+from services.tracker.agencies import AliasConflict, NoUsableName, update_agency, upsert_agency
+from services.tracker.metrics import REPORTS_SUBMITTED
+from services.tracker.models import (
+    AgencyCreate,
+    AgencyPublic,
+    AgencyUpdate,
+    AssignmentDetail,
+    AssignmentPage,
+    AssignmentPublic,
+    ImplementationRow,
+    RecommendationPage,
+    ReportAccepted,
+    ReportCreate,
+)
+from services.tracker.reports import AssignmentNotFound, ReportRejected, submit_report
+from services.tracker.repository import AGENCIES, RECOMMENDATIONS, TrackerRepository
+from shared.auth import Coordinator, CurrentPrincipal, Principal
+from shared.events import AssignmentStatus, Source
 
 router = APIRouter(prefix="/v1", tags=["tracker"])
+MAX_PAGE = 1000
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -23,12 +47,39 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def today(request: Request) -> date:
+    """Today on the service clock (HRTRACK_CLOCK replays a past date)."""
+    day: date = request.app.state.clock.today()
+    return day
+
+
 Session = Annotated[AsyncSession, Depends(get_session)]
+Today = Annotated[date, Depends(today)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip")]
+Statuses = Annotated[list[AssignmentStatus] | None, Query(
+    alias="status", description="One or more statuses (repeat the parameter)")]
+Overdue = Annotated[bool | None, Query(
+    description="true: past the own deadline and not closed; false: the others")]
+DueBefore = Annotated[date | None, Query(description="Own deadline strictly before this date")]
 
 
 def not_found(what: str) -> HTTPException:
     # Also the answer for another agency's data: its existence is not revealed.
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{what} not found")
+
+
+def problem(status_code: int, field: str, message: str, kind: str) -> JSONResponse:
+    """The shared error format (as for 422): a summary and the field at fault."""
+    return JSONResponse(status_code=status_code, content={
+        "detail": f"{field}: {message}",
+        "errors": [{"field": field, "message": message, "type": kind}]})
+
+
+def next_url(request: Request, limit: int, offset: int, total: int) -> str | None:
+    if offset + limit >= total:
+        return None
+    return str(request.url.include_query_params(limit=limit, offset=offset + limit))
 
 
 def agency_public(row: dict[str, Any]) -> dict[str, Any]:
@@ -37,30 +88,43 @@ def agency_public(row: dict[str, Any]) -> dict[str, Any]:
                              "aliases", "needs_review")}).model_dump(mode="json")
 
 
-def assignment_public(row: Any) -> dict[str, Any]:
-    return {"id": str(row.id), "recommendation_id": str(row.recommendation_id),
-            "agency_id": str(row.agency_id), "agency_name": row.agency_name, "role": row.role,
-            "status": row.status, "due": row.due.isoformat() if row.due else None,
-            "active_from": row.active_from.isoformat() if row.active_from else None,
-            "version": row.version, "updated_at": row.updated_at.isoformat()}
+def notify_relay(request: Request) -> None:
+    request.app.state.relay.notify()
 
 
-def assignments_query() -> Any:
-    return (select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
-            .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id))
+# --- recommendations ------------------------------------------------------------------------
 
 
-@router.get("/recommendations/{recommendation_id}", summary="A recommendation with its assignments")
+@router.get("/recommendations", response_model=RecommendationPage,
+            summary="Recommendations with their overall status (agencies: their own)")
+async def list_recommendations(
+    request: Request, principal: CurrentPrincipal, session: Session,
+    source: Source | None = None, needs_deadline: bool | None = None,
+    agency_id: uuid.UUID | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Text or reference contains")]
+    = None,
+    limit: Limit = 100, offset: Offset = 0,
+) -> dict[str, Any]:
+    if agency_id is not None and not principal.may_access_agency(agency_id):
+        raise not_found("agency")
+    items, total = await queries.list_recommendations(
+        session, queries.RecommendationFilter(source, needs_deadline, agency_id, q), principal,
+        limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset,
+            "next": next_url(request, limit, offset, total)}
+
+
+@router.get("/recommendations/{recommendation_id}", summary="A recommendation with its assignments",
+            responses={404: {"description": "no such recommendation (or not yours)"}})
 async def get_recommendation(recommendation_id: uuid.UUID, principal: CurrentPrincipal,
-                             session: Session) -> dict[str, Any]:
+                             session: Session, day: Today) -> dict[str, Any]:
     rec = (await session.execute(select(RECOMMENDATIONS).where(
         RECOMMENDATIONS.c.id == recommendation_id))).mappings().first()
     if rec is None:
         raise not_found("recommendation")
-    query = assignments_query().where(ASSIGNMENTS.c.recommendation_id == recommendation_id)
-    if not principal.is_coordinator:
-        query = query.where(ASSIGNMENTS.c.agency_id == principal.agency_id)
-    assignments = (await session.execute(query.order_by(ASSIGNMENTS.c.role))).all()
+    assignments, _ = await queries.list_assignments(
+        session, queries.AssignmentFilter(recommendation_id=recommendation_id), principal, day,
+        limit=MAX_PAGE, offset=0)
     if not principal.is_coordinator and not assignments:
         raise not_found("recommendation")
     return {
@@ -68,11 +132,15 @@ async def get_recommendation(recommendation_id: uuid.UUID, principal: CurrentPri
         "text": rec["text"], "deadline": rec["deadline"], "due_dates": rec["due_dates"],
         "executors": rec["executors"], "needs_deadline": rec["needs_deadline"],
         "version": rec["version"], "payload": rec["payload"],
-        "assignments": [assignment_public(a) for a in assignments],
+        "assignments": [AssignmentPublic.model_validate(a).model_dump(mode="json")
+                        for a in assignments],
     }
 
 
-@router.get("/agencies", summary="The agency directory")
+# --- agencies -------------------------------------------------------------------------------
+
+
+@router.get("/agencies", summary="The agency directory (an agency token: its own entry)")
 async def list_agencies(principal: CurrentPrincipal, session: Session,
                         needs_review: bool | None = None) -> list[dict[str, Any]]:
     query = select(AGENCIES).order_by(AGENCIES.c.name)
@@ -83,51 +151,160 @@ async def list_agencies(principal: CurrentPrincipal, session: Session,
     return [agency_public(dict(r)) for r in (await session.execute(query)).mappings().all()]
 
 
-@router.post("/agencies", status_code=status.HTTP_201_CREATED,
+@router.post("/agencies", status_code=status.HTTP_201_CREATED, response_model=None,
              summary="Create an agency (or update the one its name or an alias resolves to)",
              responses={200: {"description": "an existing agency was updated"},
                         409: {"description": "an alias belongs to another agency"}})
 async def create_agency(data: AgencyCreate, principal: Coordinator, session: Session,
-                        request: Request, response: Response) -> dict[str, Any]:
-    async with session.begin():
-        repo = TrackerRepository(session)
-        try:
+                        request: Request, response: Response) -> dict[str, Any] | JSONResponse:
+    try:
+        async with session.begin():
+            repo = TrackerRepository(session, request.app.state.topics)
             row, created = await upsert_agency(repo, data, principal.subject)
-        except AliasConflict as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-        await repo.flush()
-    request.app.state.relay.notify()
+            await repo.flush()
+    except AliasConflict as exc:
+        return problem(409, "aliases", str(exc), "alias_conflict")
+    except NoUsableName as exc:
+        return problem(422, "name", str(exc), "value_error")
+    notify_relay(request)
     if not created:
         response.status_code = status.HTTP_200_OK
     return agency_public(row)
 
 
-@router.put("/agencies/{agency_id}", summary="Update an agency's contacts, language, aliases",
+@router.put("/agencies/{agency_id}", response_model=None,
+            summary="Update an agency's name, contacts, language, escalation contact, aliases",
             responses={404: {"description": "no such agency"}, 409: {"description": "alias taken"}})
 async def put_agency(agency_id: uuid.UUID, data: AgencyUpdate, principal: Coordinator,
-                     session: Session, request: Request) -> dict[str, Any]:
-    async with session.begin():
-        repo = TrackerRepository(session)
-        try:
+                     session: Session, request: Request) -> dict[str, Any] | JSONResponse:
+    try:
+        async with session.begin():
+            repo = TrackerRepository(session, request.app.state.topics)
             row = await update_agency(repo, agency_id, data, principal.subject)
-        except AliasConflict as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-        if row is None:
-            raise not_found("agency")
-        await repo.flush()
-    request.app.state.relay.notify()
+            if row is None:
+                raise not_found("agency")
+            await repo.flush()
+    except AliasConflict as exc:
+        return problem(409, "aliases", str(exc), "alias_conflict")
+    except NoUsableName as exc:
+        return problem(422, "name", str(exc), "value_error")
+    notify_relay(request)
     return agency_public(row)
 
 
-@router.get("/agencies/{agency_id}/assignments", summary="An agency's assignments")
+# --- assignments ----------------------------------------------------------------------------
+
+
+async def _page(request: Request, session: AsyncSession, principal: Principal, day: date,
+                f: queries.AssignmentFilter, limit: int, offset: int) -> dict[str, Any]:
+    items, total = await queries.list_assignments(session, f, principal, day,
+                                                  limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset,
+            "next": next_url(request, limit, offset, total)}
+
+
+@router.get("/assignments", response_model=AssignmentPage,
+            summary="Assignments (coordinators: all; an agency: its own)",
+            responses={404: {"description": "agency_id names another agency"}})
+async def list_assignments(
+    request: Request, principal: CurrentPrincipal, session: Session, day: Today,
+    source: Source | None = None, status_in: Statuses = None,
+    agency_id: uuid.UUID | None = None, overdue: Overdue = None, due_before: DueBefore = None,
+    recommendation_id: uuid.UUID | None = None, limit: Limit = 100, offset: Offset = 0,
+) -> dict[str, Any]:
+    if agency_id is not None and not principal.may_access_agency(agency_id):
+        raise not_found("agency")
+    f = queries.AssignmentFilter(source, tuple(status_in or ()), agency_id, overdue, due_before,
+                                 recommendation_id)
+    return await _page(request, session, principal, day, f, limit, offset)
+
+
+@router.get("/agencies/{agency_id}/assignments", response_model=AssignmentPage,
+            summary="An agency's assignments",
+            responses={404: {"description": "no such agency (or not yours)"}})
 async def agency_assignments(
-    agency_id: uuid.UUID, principal: CurrentPrincipal, session: Session,
-    status_filter: Annotated[str | None, Query(alias="status")] = None,
-) -> list[dict[str, Any]]:
+    agency_id: uuid.UUID, request: Request, principal: CurrentPrincipal, session: Session,
+    day: Today, source: Source | None = None, status_in: Statuses = None,
+    overdue: Overdue = None, due_before: DueBefore = None, limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
     if not principal.may_access_agency(agency_id):
         raise not_found("agency")
-    query = assignments_query().where(ASSIGNMENTS.c.agency_id == agency_id)
-    if status_filter:
-        query = query.where(ASSIGNMENTS.c.status == status_filter)
-    rows = (await session.execute(query.order_by(ASSIGNMENTS.c.due, ASSIGNMENTS.c.id))).all()
-    return [assignment_public(r) for r in rows]
+    known = (await session.execute(select(AGENCIES.c.id).where(AGENCIES.c.id == agency_id))
+             ).first()
+    if known is None:
+        raise not_found("agency")
+    f = queries.AssignmentFilter(source, tuple(status_in or ()), agency_id, overdue, due_before)
+    return await _page(request, session, principal, day, f, limit, offset)
+
+
+@router.get("/assignments/{assignment_id}", response_model=AssignmentDetail,
+            summary="An assignment with its report periods, reports and history",
+            responses={404: {"description": "no such assignment (or not yours)"}})
+async def get_assignment(assignment_id: uuid.UUID, request: Request,
+                         principal: CurrentPrincipal, session: Session,
+                         day: Today) -> dict[str, Any]:
+    detail = await queries.assignment_detail(session, assignment_id, principal, day,
+                                             request.app.state.settings.report_day)
+    if detail is None:
+        raise not_found("assignment")
+    return detail
+
+
+@router.post("/assignments/{assignment_id}/reports", status_code=status.HTTP_201_CREATED,
+             response_model=ReportAccepted,
+             summary="Report progress on an assignment (its agency, or a coordinator)",
+             responses={404: {"description": "no such assignment (or not yours)"},
+                        403: {"description": "only coordinators may cancel"},
+                        409: {"description": "the status change is not allowed"}})
+async def post_report(assignment_id: uuid.UUID, data: ReportCreate, request: Request,
+                      principal: CurrentPrincipal, session: Session, day: Today) -> Any:
+    try:
+        async with session.begin():
+            repo = TrackerRepository(session, request.app.state.topics)
+            report, assignment = await submit_report(repo, assignment_id, data, principal, day)
+            await repo.flush()
+    except AssignmentNotFound as exc:
+        raise not_found("assignment") from exc
+    except ReportRejected as exc:
+        return problem(exc.status_code, exc.field, exc.message, exc.kind)
+    REPORTS_SUBMITTED.labels(status=data.status.value).inc()
+    notify_relay(request)
+    return {"report": report, "assignment": queries.assignment_public(assignment, day)}
+
+
+# --- the implementation export ----------------------------------------------------------------
+
+EXPORT_COLUMNS = ("reference", "source", "text", "deadline", "due", "agencies", "status",
+                  "latest_report_date", "latest_report_agency", "latest_report_text")
+
+
+def export_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for r in rows:
+        agencies = "; ".join(f"{a['name']} ({a['role']}): {a['status']}" for a in r["agencies"])
+        writer.writerow([r["reference"], r["source"], r["text"], r["deadline"], r["due"] or "",
+                         agencies, str(r["status"]), r["latest_report_date"] or "",
+                         r["latest_report_agency"] or "", r["latest_report_text"] or ""])
+    return out.getvalue()
+
+
+@router.get("/reports/implementation", response_model=None,
+            summary="Implementation table for a follow-up report (coordinators)",
+            responses={200: {"content": {"text/csv": {}},
+                             "description": "one row per recommendation"},
+                       403: {"description": "coordinator token required"}})
+async def implementation_report(
+    principal: Coordinator, session: Session, day: Today,
+    source: Source | None = None, format: Literal["csv", "json"] = "json",
+) -> Any:
+    rows = await queries.implementation_rows(session, source)
+    name = f"implementation-{source.value if source else 'all'}-{day.isoformat()}"
+    if format == "csv":
+        return Response(export_csv(rows), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{name}.csv"'})
+    items = [ImplementationRow.model_validate(r).model_dump(mode="json") for r in rows]
+    return JSONResponse({"source": source.value if source else None, "as_of": day.isoformat(),
+                         "count": len(items), "items": items})

@@ -2,11 +2,14 @@
 
 Offsets are committed only after the database transaction, so a crash re-delivers
 the batch, and the idempotent upsert makes the re-delivery change nothing. A message
-that can never be stored goes to the dead-letter topic and the batch goes on.
+that can never be stored goes to the dead-letter topic and the batch goes on. While the
+database is down the handler waits (nothing committed, nothing dropped); any other
+failure rewinds the batch so it is read again, never skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,15 +19,15 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.tracker.repository import TrackerRepository
+from services.tracker.repository import IngestResult, Topics, TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
 from shared.events import RecommendationEvent
 from shared.kafka import send_to_dead_letters
 from shared.retry import is_transient_db_error, retry_transient
-from shared.settings import TOPIC_RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
+REWIND_PAUSE_SECONDS = 1.0
 
 
 def raw_bodies(msg: Any) -> Any:
@@ -41,10 +44,13 @@ class RecommendationConsumer:
         self.settings = settings
         self.clock = clock
         self.on_commit = on_commit
+        self.topic = settings.recommendations_topic
+        self.topics = Topics(settings.recommendations_topic, settings.assignments_topic,
+                             settings.agencies_topic)
 
     def register(self) -> None:
         subscriber = self.broker.subscriber(
-            TOPIC_RECOMMENDATIONS,
+            self.topic,
             group_id=self.settings.consumer_group,
             batch=True,
             max_records=self.settings.batch_max_records,
@@ -62,16 +68,25 @@ class RecommendationConsumer:
 
     async def handle(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        valid: list[tuple[Any, RecommendationEvent]] = []
-        for record in records:
-            try:
-                valid.append((record, RecommendationEvent.model_validate_json(record.value)))
-            except (ValidationError, ValueError, TypeError) as exc:
-                await send_to_dead_letters(self.broker, TOPIC_RECOMMENDATIONS,
-                                           record.value or b"", record.key, exc)
-        if valid:
-            await self.store(valid)
-        await msg.ack()
+        try:
+            valid: list[tuple[Any, RecommendationEvent]] = []
+            for record in records:
+                try:
+                    valid.append((record, RecommendationEvent.model_validate_json(record.value)))
+                except (ValidationError, ValueError, TypeError) as exc:
+                    await send_to_dead_letters(self.broker, self.topic,
+                                               record.value or b"", record.key, exc)
+            if valid:
+                await self.store(valid)
+            await msg.ack()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # With manual acks a failed batch would otherwise be skipped by the next commit:
+            # seek back so it is fetched again.
+            log.exception("batch of %d records failed; it will be read again", len(records))
+            await msg.nack()
+            await asyncio.sleep(REWIND_PAUSE_SECONDS)
 
     async def store(self, valid: list[tuple[Any, RecommendationEvent]]) -> None:
         try:
@@ -82,19 +97,23 @@ class RecommendationConsumer:
             if is_transient_db_error(exc):
                 raise
             # One bad item must not block the rest: store one by one, park the failures.
-            log.warning("batch of %d failed (%s); storing one by one", len(valid), exc)
+            log.warning("batch of %d failed (%s: %s); storing one by one", len(valid),
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
             for record, event in valid:
                 try:
                     await retry_transient(lambda e=event: self._store([e]),  # type: ignore[misc]
                                           what="storing a recommendation",
                                           max_delay=self.settings.db_retry_max_seconds)
                 except Exception as item_exc:  # noqa: BLE001 - parked with its reason
-                    await send_to_dead_letters(self.broker, TOPIC_RECOMMENDATIONS,
+                    await send_to_dead_letters(self.broker, self.topic,
                                                record.value, record.key, item_exc)
 
-    async def _store(self, events: list[RecommendationEvent]) -> None:
+    async def _store(self, events: list[RecommendationEvent]) -> IngestResult:
         async with self.sessions() as session, session.begin():
-            repo = TrackerRepository(session)
-            await repo.ingest(events, self.clock.today())
+            repo = TrackerRepository(session, self.topics)
+            result = await repo.ingest(events, self.clock.today())
             await repo.flush()
+        if result.agencies_created:
+            log.info("new agencies to review: %s", ", ".join(result.agencies_created))
         self.on_commit()
+        return result

@@ -102,10 +102,14 @@ def claims_by_agency(claims: Iterable[ExecutorClaim], agency_of: Mapping[str, uu
 # --- dates --------------------------------------------------------------------------------
 
 
-def own_due(due_dates: list[DueDate]) -> date | None:
-    """The last due date of the recommendation's own deadline (recurring: the final year)."""
+def own_due(due_dates: list[DueDate], deadline_due: date | None = None) -> date | None:
+    """The last due date of the recommendation's own deadline (recurring: the final year).
+
+    A deadline derived from another obligation (UPR mid-term, treaty follow-up) is listed
+    under that obligation's kind, so the normalized deadline's due date stands in.
+    """
     own = [d.due for d in due_dates if d.kind is DueKind.DEADLINE]
-    return max(own) if own else None
+    return max(own) if own else deadline_due
 
 
 def active_from(event: RecommendationEvent, fallback: date) -> date:

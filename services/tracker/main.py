@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from services.tracker.agencies import read_directory, seed_directory
 from services.tracker.api import router
 from services.tracker.consumer import RecommendationConsumer
+from services.tracker.metrics import preinitialize, refresh_forever
 from services.tracker.outbox import OutboxRelay
+from services.tracker.repository import TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, ping
-from shared.kafka import make_broker, wait_for_broker, watch_consumer_lag
-from shared.settings import TOPIC_RECOMMENDATIONS
+from shared.kafka import ensure_topics, make_broker, wait_for_broker, watch_consumer_lag
+from shared.retry import retry_transient
 from shared.web import configure_logging, create_app, supervised
 
 log = logging.getLogger("hrtrack.tracker")
@@ -25,33 +28,71 @@ log = logging.getLogger("hrtrack.tracker")
 def build_app(settings: TrackerSettings | None = None) -> FastAPI:
     settings = settings or TrackerSettings()
     configure_logging(settings.log_level)
+    preinitialize()
     clock = Clock(settings.clock)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     broker = make_broker(settings.kafka_bootstrap, "tracker")
     relay = OutboxRelay(engine, broker, batch_size=settings.outbox_batch_size,
                         poll_seconds=settings.outbox_poll_seconds)
-    RecommendationConsumer(broker, sessions, settings, clock, on_commit=relay.notify).register()
+    consumer = RecommendationConsumer(broker, sessions, settings, clock, on_commit=relay.notify)
+    consumer.register()
+
+    async def seed() -> None:
+        """The directory goes in before the first message, so names resolve through it."""
+        if settings.directory_file is None:
+            return
+        try:
+            entries = read_directory(settings.directory_file)
+        except Exception:  # noqa: BLE001 - the directory can still be loaded over HTTP
+            log.exception("cannot read the agency directory %s", settings.directory_file)
+            return
+
+        async def once() -> None:
+            async with sessions() as session, session.begin():
+                repo = TrackerRepository(session, consumer.topics)
+                result = await seed_directory(repo, entries)
+                await repo.flush()
+            if result.created or result.updated:
+                log.info("agency directory: %d created, %d updated", len(result.created),
+                         len(result.updated))
+            relay.notify()
+
+        try:
+            await retry_transient(once, what="seeding the agency directory",
+                                  max_delay=settings.db_retry_max_seconds)
+        except Exception:  # noqa: BLE001 - the directory can still be loaded over HTTP
+            log.exception("seeding the agency directory from %s failed", settings.directory_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def run() -> None:
             await wait_for_broker(settings.kafka_bootstrap, timeout=float("inf"))
+            await ensure_topics(settings.kafka_bootstrap, sorted(
+                {t for t in (consumer.topics.recommendations, consumer.topics.assignments,
+                             consumer.topics.agencies)}))
+            await seed()
             await broker.start()
             app.state.broker_connected = True
             await asyncio.gather(
                 relay.run(),
                 watch_consumer_lag(settings.kafka_bootstrap, settings.consumer_group,
-                                   [TOPIC_RECOMMENDATIONS]),
+                                   [consumer.topic]),
             )
 
-        background = asyncio.create_task(supervised("consumer and relay", run()))
+        background = [
+            asyncio.create_task(supervised("consumer and relay", run())),
+            asyncio.create_task(supervised("metrics", refresh_forever(
+                engine, clock, settings.metrics_refresh_seconds))),
+        ]
         try:
             yield
         finally:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await background
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await broker.stop()
             await engine.dispose()
 
@@ -76,6 +117,7 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
     app.state.broker_connected = False
     app.state.relay = relay
     app.state.clock = clock
+    app.state.topics = consumer.topics
     app.include_router(router)
     return app
 

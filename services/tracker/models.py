@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import EmailStr, HttpUrl
+from pydantic import EmailStr, HttpUrl, StringConstraints
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
@@ -31,11 +31,14 @@ class TrackerModel(SQLModel):
 
 # --- agencies ------------------------------------------------------------------------------
 
+# SQLModel's Field(regex=...) is not enforced by pydantic 2: the constraint goes on the type.
+Language = Annotated[str, StringConstraints(pattern="^(en|ru|kk)$")]
+
 
 class AgencyBase(TrackerModel):
     name: str = Field(min_length=1, max_length=300)
     emails: list[EmailStr] = Field(default_factory=list, sa_column=Column(ARRAY(String)))
-    language: str = Field(default="en", regex="^(en|ru|kk)$")
+    language: Language = Field(default="en", description="en, ru or kk")
     escalation_email: EmailStr | None = None
 
 
@@ -64,7 +67,7 @@ class AgencyCreate(AgencyBase):
 class AgencyUpdate(TrackerModel):
     name: str | None = Field(default=None, min_length=1, max_length=300)
     emails: list[EmailStr] | None = None
-    language: str | None = Field(default=None, regex="^(en|ru|kk)$")
+    language: Language | None = None
     escalation_email: EmailStr | None = None
     aliases: list[str] | None = None
     needs_review: bool | None = None

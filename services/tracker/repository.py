@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -161,10 +162,12 @@ class TrackerRepository:
         return found
 
     async def agencies_by_key(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Agency rows (as dicts) by the alias keys that name them."""
         rows = (await self.session.execute(
-            select(ALIASES.c.key, AGENCIES).join(AGENCIES, AGENCIES.c.id == ALIASES.c.agency_id)
+            select(ALIASES.c.key.label("alias_key"), AGENCIES)
+            .join(AGENCIES, AGENCIES.c.id == ALIASES.c.agency_id)
             .where(ALIASES.c.key.in_(list(keys))))).mappings().all()
-        return {r["key"]: dict(r) for r in rows}
+        return {r["alias_key"]: {c.name: r[c] for c in AGENCIES.c} for r in rows}
 
     # --- recommendations ---------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class TrackerRepository:
         now = utcnow()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
         versions: dict[uuid.UUID, int] = {}
-        for rows in chunks(rec_rows, 2000):
+        for part in chunks(rec_rows, 2000):
             stmt = pg_insert(RECOMMENDATIONS)
             upsert = stmt.on_conflict_do_update(
                 index_elements=[RECOMMENDATIONS.c.id],
@@ -218,8 +221,8 @@ class TrackerRepository:
                     "last_event_at")}
                 | {"version": RECOMMENDATIONS.c.version + 1},
             ).returning(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.version)
-            for row in (await self.session.execute(upsert, list(rows))).all():
-                versions[row.id] = row.version
+            for done in (await self.session.execute(upsert, list(part))).all():
+                versions[done.id] = done.version
         version_rows = [{"recommendation_id": e.recommendation_id,
                          "version": versions[e.recommendation_id],
                          "content_hash": e.content_hash, "payload": e.payload, "created_at": now}
@@ -255,12 +258,12 @@ class TrackerRepository:
         rec_ids = [e.recommendation_id for e in changed]
         current: dict[uuid.UUID, dict[str, Any]] = {}
         for ids in chunks(rec_ids):
-            for row in (await self.session.execute(
+            for found in (await self.session.execute(
                     select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
                     .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
                     .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
                     .with_for_update(of=ASSIGNMENTS))).mappings().all():
-                current[row["id"]] = dict(row)
+                current[found["id"]] = dict(found)
         reported = await self.reported_periods(list(current))
         cancelled = [a for a, row in current.items()
                      if row["status"] == AssignmentStatus.CANCELLED.value]
@@ -296,10 +299,10 @@ class TrackerRepository:
                     self.add_history("assignment", aid, "reopened", event.submitted_by,
                                      {"reason": "agency named again by the recommendation",
                                       "status": status})
-                row = {
+                row: dict[str, Any] = {
                     "id": aid, "recommendation_id": event.recommendation_id,
                     "agency_id": agency_id, "role": claim.role.value, "status": status,
-                    "due": own_due(event.due_dates),
+                    "due": own_due(event.due_dates, event.deadline.due),
                     "active_from": (before or {}).get("active_from") or active_from(event, today),
                     "version": (before["version"] + 1) if before else 1,
                     "created_at": before["created_at"] if before else now, "updated_at": now,
@@ -310,6 +313,11 @@ class TrackerRepository:
                 announcements.append((row, event, kind, previous))
                 if before:
                     result.assignments_updated += 1
+                    moved = {k: {"from": _plain(before[k]), "to": _plain(row[k])}
+                             for k in ("role", "due") if before[k] != row[k]}
+                    if moved:
+                        self.add_history("assignment", aid, "updated", event.submitted_by,
+                                         moved)
                 else:
                     result.assignments_created += 1
                     self.add_history("assignment", aid, "created", event.submitted_by,
@@ -360,13 +368,18 @@ class TrackerRepository:
         if not assignment_ids:
             return set()
         latest = (select(REPORTS.c.assignment_id, REPORTS.c.status)
-                  .distinct(REPORTS.c.assignment_id)
+                  .ext(distinct_on(REPORTS.c.assignment_id))
                   .where(REPORTS.c.assignment_id.in_(assignment_ids))
                   .order_by(REPORTS.c.assignment_id, REPORTS.c.submitted_at.desc())).subquery()
         rows = (await self.session.execute(
             select(latest.c.assignment_id)
             .where(latest.c.status == AssignmentStatus.CANCELLED.value))).all()
         return {r.assignment_id for r in rows}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly history values."""
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def assignment_event(

@@ -4,7 +4,12 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS, TOPIC_RECOMMENDATIONS, ServiceSettings
+from shared.settings import (
+    TOPIC_AGENCIES,
+    TOPIC_ASSIGNMENTS,
+    TOPIC_RECOMMENDATIONS,
+    ServiceSettings,
+)
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "data" / "agencies.json"
 
@@ -25,8 +30,6 @@ class TrackerSettings(ServiceSettings):
     # Quarterly progress reports are due on this day of the month after the quarter.
     report_day: int = Field(default=10, ge=1, le=31)
     metrics_refresh_seconds: float = Field(default=15.0, gt=0)
-    page_size_default: int = 100
-    page_size_max: int = 1000
 
     @field_validator("directory_file", mode="before")
     @classmethod

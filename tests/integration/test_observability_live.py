@@ -8,11 +8,11 @@ series: that proves the metric names, labels and functions are right.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from hrtrack.devstack import DevStack
 from hrtrack.stack import ManagedProcess, free_port, wait_for_port
 from shared.settings import TOPIC_RECOMMENDATIONS
-from tests.infra_expressions import alert_expressions, dashboard_expressions
 from tests.helpers import eventually
+from tests.infra_expressions import alert_expressions, dashboard_expressions
 
 COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-+]?[\d.]+(e[-+]?\d+)?\s*$", re.IGNORECASE)
 
@@ -165,7 +165,7 @@ async def test_every_expression_returns_series(stack: DevStack, prometheus: str)
         return len(up) == 3
 
     await eventually(all_up, timeout=60, what="three targets up")
-    time.sleep(5)  # a few scrapes so rate() windows hold two samples after the traffic
+    await asyncio.sleep(5)  # a few scrapes so rate() windows hold two samples after the traffic
 
     expressions = dashboard_expressions("1m") + alert_signals()
     assert len(expressions) > 40
@@ -179,5 +179,5 @@ async def test_every_expression_returns_series(stack: DevStack, prometheus: str)
         empty = await missing()
         if not empty:
             break
-        time.sleep(2)
+        await asyncio.sleep(2)
     assert empty == [], "expressions without series:\n" + "\n".join(empty)

@@ -78,10 +78,11 @@ def test_yearly_spans_the_plan_period() -> None:
     ]
 
 
-def test_yearly_without_plan_period_has_no_dates() -> None:
+def test_yearly_without_plan_period_has_no_dates_and_is_flagged() -> None:
     deadline = parse_deadline("Yearly")
     assert (deadline.start, deadline.due, deadline.recurrence) == (None, None, "yearly")
-    assert not deadline.needs_deadline
+    # No period to recur over: no due date at all, so a coordinator must see it.
+    assert deadline.needs_deadline
 
 
 def test_recurring_due_dates_of_a_one_off_deadline() -> None:

@@ -461,3 +461,25 @@ def test_ics_escapes_text_safely() -> None:
     events = list(cal.walk("VEVENT"))
     assert len(events) == 1
     assert str(events[0]["SUMMARY"]) == "implementation deadline: Ref; with, commas and newline"
+
+
+def test_given_message_id_is_kept(items: list[DigestItem]) -> None:
+    msg = parse(build_email(digest=render(items), sender="a@b.test", recipient="c@d.test",
+                            as_of=AS_OF, message_id="<digest-42@hrtrack.kz>"))
+    assert msg["Message-ID"] == "<digest-42@hrtrack.kz>"
+
+
+@pytest.mark.parametrize(
+    ("language", "flag", "words"),
+    [
+        ("en", "no_escalation_contact", "no escalation contact"),
+        ("ru", "no_escalation_contact", "контакт для эскалации"),
+        ("kk", "no_escalation_contact", "эскалацияға"),
+        ("en", "late", "after the previous digest had been sent"),
+        ("ru", "late", "после отправки предыдущей сводки"),
+        ("kk", "late", "алдыңғы жиынтық"),
+    ],
+)
+def test_flags_are_explained_in_every_language(language: str, flag: str, words: str) -> None:
+    digest = render([make_item(flags=(flag,))], language)
+    assert words in digest.text and words in digest.html

@@ -11,12 +11,16 @@ from services.notifier.policy import (
     Reminder,
     ReminderKind,
     ReminderPolicy,
+    Route,
     kinds_for_offset,
     offsets_for_day,
     quarter_end,
     quarter_report_due,
+    quarter_start,
     reminders_for,
     report_due_dates,
+    report_periods,
+    route,
     should_remind,
 )
 
@@ -282,3 +286,87 @@ def test_report_due_dates_over_a_period() -> None:
     ]
     assert report_due_dates(date(2010, 2, 1), date(2010, 2, 1), DEFAULT) == [date(2010, 4, 10)]
     assert report_due_dates(date(2010, 2, 1), date(2009, 2, 1), DEFAULT) == []
+
+
+# --- quarterly reports owed -----------------------------------------------------------
+
+
+def test_quarter_start() -> None:
+    assert quarter_start(date(2009, 12, 31)) == date(2009, 10, 1)
+    assert quarter_start(date(2010, 1, 1)) == date(2010, 1, 1)
+    assert quarter_start(date(2010, 6, 15)) == date(2010, 4, 1)
+
+
+def test_report_periods_up_to_the_last_own_due_date() -> None:
+    periods = report_periods(date(2009, 11, 5), [date(2010, 6, 30), date(2009, 12, 31)], [],
+                             DEFAULT)
+    assert periods == [
+        (date(2009, 10, 1), date(2010, 1, 10)),
+        (date(2010, 1, 1), date(2010, 4, 10)),
+        (date(2010, 4, 1), date(2010, 7, 10)),
+    ]
+
+
+def test_report_periods_skip_quarters_reported() -> None:
+    periods = report_periods(date(2009, 10, 1), [date(2010, 6, 30)],
+                             [date(2010, 1, 1), date(2010, 2, 17)], DEFAULT)
+    # a report dated inside a quarter counts for that quarter too
+    assert [start for start, _ in periods] == [date(2009, 10, 1), date(2010, 4, 1)]
+
+
+def test_report_periods_without_own_due_date_use_the_horizon() -> None:
+    policy = ReminderPolicy(report_horizon_days=365)
+    periods = report_periods(date(2010, 1, 1), [], [], policy)
+    assert [start for start, _ in periods] == [
+        date(2010, 1, 1), date(2010, 4, 1), date(2010, 7, 1), date(2010, 10, 1),
+        date(2011, 1, 1)]
+    assert len(report_periods(date(2010, 1, 1), [], [], DEFAULT)) == 9
+
+
+def test_report_periods_need_active_from_and_follow_report_due_day() -> None:
+    assert report_periods(None, [date(2010, 6, 30)], [], DEFAULT) == []
+    policy = ReminderPolicy(report_due_day=25)
+    assert report_periods(date(2010, 1, 1), [date(2010, 3, 31)], [], policy) == [
+        (date(2010, 1, 1), date(2010, 4, 25))]
+
+
+def test_report_periods_when_deadline_precedes_active_from() -> None:
+    assert report_periods(date(2010, 5, 1), [date(2010, 3, 31)], [], DEFAULT) == []
+
+
+# --- routing --------------------------------------------------------------------------
+
+COORDS = ["c1@hr.kz", "c2@hr.kz"]
+
+
+def test_route_to_the_agency() -> None:
+    assert route(K.UPCOMING, ["a@x.kz", " a@x.kz", "b@x.kz"], "esc@x.kz", COORDS) == [
+        Route("a@x.kz", "agency"), Route("b@x.kz", "agency")]
+    assert route(K.OVERDUE, ["a@x.kz"], None, COORDS) == [Route("a@x.kz", "agency")]
+
+
+@pytest.mark.parametrize("emails", [[], None, ["", "  "]])
+def test_route_without_contact_goes_to_coordinators_flagged(emails: list[str] | None) -> None:
+    for kind in (K.UPCOMING, K.OVERDUE):
+        assert route(kind, emails, "esc@x.kz", COORDS) == [
+            Route(c, "coordinator", ("no_contact",)) for c in COORDS]
+
+
+def test_route_escalations() -> None:
+    assert route(K.ESCALATION_AGENCY, ["a@x.kz"], "esc@x.kz", COORDS) == [
+        Route("esc@x.kz", "escalation")]
+    assert route(K.ESCALATION_AGENCY, ["a@x.kz"], None, COORDS) == [
+        Route(c, "coordinator", ("no_escalation_contact",)) for c in COORDS]
+    assert route(K.ESCALATION_COORDINATOR, ["a@x.kz"], "esc@x.kz", COORDS) == [
+        Route(c, "coordinator") for c in COORDS]
+
+
+def test_route_with_nobody_at_all_is_empty() -> None:
+    assert route(K.UPCOMING, [], None, []) == []
+    assert route(K.ESCALATION_COORDINATOR, ["a@x.kz"], None, []) == []
+
+
+def test_overdue_horizon_is_part_of_the_policy() -> None:
+    assert DEFAULT.overdue_horizon_days == 1830
+    short = ReminderPolicy(overdue_horizon_days=20)
+    assert min(offsets_for_day(short, short.overdue_horizon_days)) == -15

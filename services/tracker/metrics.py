@@ -1,0 +1,93 @@
+"""The tracker's state as Prometheus gauges, refreshed from the database by a background task.
+
+Every replica exports the same values (dashboards take `max`); one failed refresh is
+logged and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.tracker.domain import quarter_start
+from services.tracker.repository import AGENCIES, ASSIGNMENTS, RECOMMENDATIONS
+from shared.clock import Clock
+from shared.deadlines import quarterly_report_periods
+from shared.events import CLOSED_STATUSES, AssignmentStatus, Source
+
+log = logging.getLogger(__name__)
+
+RECOMMENDATIONS_GAUGE = Gauge("hrtrack_recommendations", "Recommendations by source", ["source"])
+ASSIGNMENTS_GAUGE = Gauge("hrtrack_assignments", "Assignments by status", ["status"])
+BY_AGENCY = Gauge("hrtrack_assignments_by_agency", "Assignments by agency and status",
+                  ["agency", "status"])
+OVERDUE = Gauge("hrtrack_assignments_overdue", "Open assignments past their own deadline")
+DUE_THIS_QUARTER = Gauge("hrtrack_assignments_due_this_quarter",
+                         "Open assignments whose own deadline falls in the current quarter")
+REPORTS_SUBMITTED = Counter("hrtrack_reports_submitted", "Progress reports accepted, by status",
+                            ["status"])
+NEEDING_REVIEW = Gauge("hrtrack_agencies_needing_review",
+                       "Agencies first seen as executor names, not yet reviewed")
+
+CLOSED = [s.value for s in CLOSED_STATUSES]
+
+
+def preinitialize() -> None:
+    """Every labelled series exists from the start, so rates and sums never miss one."""
+    for source in Source:
+        RECOMMENDATIONS_GAUGE.labels(source=source.value)
+    for status in AssignmentStatus:
+        ASSIGNMENTS_GAUGE.labels(status=status.value)
+        REPORTS_SUBMITTED.labels(status=status.value)
+
+
+async def refresh(engine: AsyncEngine, today: date) -> None:
+    q_start = quarter_start(today)
+    q_end = quarterly_report_periods(q_start, q_start)[0][1]
+    open_ = ASSIGNMENTS.c.status.not_in(CLOSED)
+    async with engine.connect() as conn:
+        by_source: dict[str, int] = {source: count for source, count in (await conn.execute(
+            select(RECOMMENDATIONS.c.source, func.count()).group_by(RECOMMENDATIONS.c.source)
+        )).all()}
+        by_agency = (await conn.execute(
+            select(AGENCIES.c.name, ASSIGNMENTS.c.status, func.count())
+            .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+            .group_by(AGENCIES.c.id, AGENCIES.c.name, ASSIGNMENTS.c.status))).all()
+        overdue, due_now = (await conn.execute(select(
+            func.count().filter(and_(open_, ASSIGNMENTS.c.due < today)),
+            func.count().filter(and_(open_, ASSIGNMENTS.c.due.between(q_start, q_end))),
+        ))).one()
+        review = (await conn.execute(select(func.count()).select_from(AGENCIES)
+                                     .where(AGENCIES.c.needs_review))).scalar_one()
+    # No await below: a scrape never sees a half-updated set.
+    for source in Source:
+        RECOMMENDATIONS_GAUGE.labels(source=source.value).set(by_source.get(source.value, 0))
+    by_status: dict[str, int] = {s.value: 0 for s in AssignmentStatus}
+    per_agency: dict[tuple[str, str], int] = {}
+    for agency, status, count in by_agency:  # names are not unique: add up
+        per_agency[(agency, status)] = per_agency.get((agency, status), 0) + count
+        by_status[status] = by_status.get(status, 0) + count
+    BY_AGENCY.clear()  # agencies come and go (renames): no stale series
+    for (agency, status), count in per_agency.items():
+        BY_AGENCY.labels(agency=agency, status=status).set(count)
+    for status, count in by_status.items():
+        ASSIGNMENTS_GAUGE.labels(status=status).set(count)
+    OVERDUE.set(overdue)
+    DUE_THIS_QUARTER.set(due_now)
+    NEEDING_REVIEW.set(review)
+
+
+async def refresh_forever(engine: AsyncEngine, clock: Clock, interval: float) -> None:
+    while True:
+        try:
+            await refresh(engine, clock.today())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop the service
+            log.warning("metrics refresh failed (%s: %s)", type(exc).__name__, exc)
+        await asyncio.sleep(interval)

@@ -1,0 +1,35 @@
+"""A tracker app per test module, on the session's real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.tracker.main import build_app
+from services.tracker.settings import TrackerSettings
+from tests.conftest import Infra, running, unique
+
+
+@dataclass
+class Tracker:
+    app: FastAPI
+    client: httpx.AsyncClient  # with a coordinator token
+    settings: TrackerSettings
+    infra: Infra
+
+    @property
+    def sessions(self):  # type: ignore[no-untyped-def]
+        return self.app.state.sessions
+
+
+@pytest.fixture(scope="module")
+async def tracker(infra: Infra) -> AsyncIterator[Tracker]:
+    settings = TrackerSettings(**infra.env(), consumer_group=unique("tracker"),
+                               outbox_poll_seconds=0.2, metrics_refresh_seconds=1.0)
+    app = build_app(settings)
+    async with running(app, infra.coordinator_token()) as client:
+        yield Tracker(app, client, settings, infra)

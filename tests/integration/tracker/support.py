@@ -1,0 +1,86 @@
+"""Helpers for the tracker's integration tests: build events, produce them, read the DB."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from services.tracker.repository import AGENCIES, ALIASES, ASSIGNMENTS, RECOMMENDATIONS
+from shared.events import RecommendationEvent
+from shared.executors import agency_key
+from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
+
+
+def plan_event(plan: str, number: str, executors: Any, *, text: str | None = None,
+               deadline: str | None = "4th quarter of 2009", chapter: str = "Chapter",
+               submitted_by: str = "test") -> RecommendationEvent:
+    """A National Plan action as intake would publish it."""
+    rec = RECOMMENDATION_ADAPTER.validate_python({
+        "source": "plan", "plan": plan, "chapter": chapter, "number": number,
+        "text": text or f"Action {number} of {plan}", "deadline": deadline,
+        "executors": executors})
+    return to_event(rec, submitted_by=submitted_by)
+
+
+def upr_event(paragraph: str, executors: Any, *, state: str = "KAZ", cycle: int = 2,
+              text: str | None = None) -> RecommendationEvent:
+    rec = RECOMMENDATION_ADAPTER.validate_python({
+        "source": "upr", "state": state, "cycle": cycle, "paragraph": paragraph,
+        "review_date": "2014-10-30", "text": text or f"UPR recommendation {paragraph}",
+        "executors": executors})
+    return to_event(rec, submitted_by="test")
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+                  ) -> int:
+    """Publish raw (key, value) pairs straight to a topic, as a foreign producer would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for key, value in messages:
+            futures.append(await producer.send(topic, value=value, key=key))
+            count += 1
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return count
+
+
+def encoded(events: Iterable[RecommendationEvent]) -> list[tuple[bytes, bytes]]:
+    return [(str(e.recommendation_id).encode(), e.model_dump_json().encode()) for e in events]
+
+
+async def count_recommendations(sessions: async_sessionmaker, ids: list[uuid.UUID]  # type: ignore[type-arg]
+                                ) -> int:
+    async with sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(RECOMMENDATIONS)
+                                          .where(RECOMMENDATIONS.c.id.in_(ids)))).scalar_one())
+
+
+async def assignments_of(sessions: async_sessionmaker, ids: list[uuid.UUID]  # type: ignore[type-arg]
+                         ) -> list[dict[str, Any]]:
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"),
+                   AGENCIES.c.needs_review)
+            .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+            .where(ASSIGNMENTS.c.recommendation_id.in_(ids)))).mappings().all()
+        return [dict(r) for r in rows]
+
+
+async def agency_by_name(sessions: async_sessionmaker, name: str  # type: ignore[type-arg]
+                         ) -> dict[str, Any] | None:
+    async with sessions() as session:
+        row = (await session.execute(
+            select(AGENCIES).join(ALIASES, ALIASES.c.agency_id == AGENCIES.c.id)
+            .where(ALIASES.c.key == agency_key(name)))).mappings().first()
+        return dict(row) if row else None

@@ -1,0 +1,178 @@
+"""Consuming recommendations: idempotent, versioned, executors resolved through the directory."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from services.tracker.repository import HISTORY, RECOMMENDATIONS, VERSIONS
+from tests.conftest import unique
+from tests.helpers import eventually
+from tests.integration.tracker.conftest import Tracker
+from tests.integration.tracker.support import (
+    agency_by_name,
+    assignments_of,
+    count_recommendations,
+    encoded,
+    plan_event,
+    produce,
+)
+
+
+async def stored(tracker: Tracker, ids: list, n: int | None = None) -> None:  # type: ignore[type-arg]
+    async def check() -> bool:
+        return await count_recommendations(tracker.sessions, ids) == (n or len(ids))
+    await eventually(check, timeout=60, what=f"{len(ids)} recommendations stored")
+
+
+async def test_same_batch_twice_changes_nothing(tracker: Tracker) -> None:
+    plan = unique("plan")
+    events = [plan_event(plan, str(n), "Ministry of Justice, Prosecutor General")
+              for n in range(1, 21)]
+    ids = [e.recommendation_id for e in events]
+    await produce(tracker.infra.bootstrap, tracker.settings.recommendations_topic,
+                  encoded(events))
+    await stored(tracker, ids)
+    before = await assignments_of(tracker.sessions, ids)
+    assert len(before) == 40
+
+    # The same messages again (a re-delivery), then a marker to know they were consumed.
+    marker = plan_event(plan, "marker", "Ministry of Justice")
+    await produce(tracker.infra.bootstrap, tracker.settings.recommendations_topic,
+                  encoded([*events, marker]))
+    await stored(tracker, [marker.recommendation_id])
+
+    after = await assignments_of(tracker.sessions, ids)
+    assert sorted(after, key=lambda r: r["id"]) == sorted(before, key=lambda r: r["id"])
+    async with tracker.sessions() as session:
+        versions = (await session.execute(
+            select(RECOMMENDATIONS.c.version).where(RECOMMENDATIONS.c.id.in_(ids)))).scalars()
+        assert set(versions) == {1}
+        history = (await session.execute(select(HISTORY.c.entity_id).where(
+            HISTORY.c.entity == "recommendation", HISTORY.c.entity_id.in_(ids)))).scalars().all()
+        assert sorted(history) == sorted(ids), "one history entry per recommendation"
+
+
+async def rec_row(tracker: Tracker, rec_id: object) -> dict:  # type: ignore[type-arg]
+    async with tracker.sessions() as session:
+        return dict((await session.execute(select(RECOMMENDATIONS).where(
+            RECOMMENDATIONS.c.id == rec_id))).mappings().one())
+
+
+async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
+        tracker: Tracker) -> None:
+    plan = unique("plan")
+    v1 = plan_event(plan, "1", "Ministry of Justice", text="Draft a law")
+    v2 = plan_event(plan, "1", "Ministry of Justice, Supreme Court", text="Draft and adopt a law")
+    assert v1.recommendation_id == v2.recommendation_id
+    rid = v1.recommendation_id
+    topic = tracker.settings.recommendations_topic
+    await produce(tracker.infra.bootstrap, topic, encoded([v1]))
+    await stored(tracker, [rid])
+    await produce(tracker.infra.bootstrap, topic, encoded([v2]))
+
+    async def version_two() -> bool:
+        return (await rec_row(tracker, rid))["version"] == 2
+    await eventually(version_two, what="version 2 stored")
+
+    # v1 delivered again after v2 (a late re-delivery): it must not win.
+    marker = plan_event(plan, "marker", "Ministry of Justice")
+    await produce(tracker.infra.bootstrap, topic, encoded([v1, marker]))
+    await stored(tracker, [marker.recommendation_id])
+    row = await rec_row(tracker, rid)
+    assert (row["version"], row["text"], row["content_hash"]) == (2, "Draft and adopt a law",
+                                                                  v2.content_hash)
+    async with tracker.sessions() as session:
+        versions = (await session.execute(select(VERSIONS.c.version, VERSIONS.c.content_hash)
+                                          .where(VERSIONS.c.recommendation_id == rid)
+                                          .order_by(VERSIONS.c.version))).all()
+    assert [tuple(v) for v in versions] == [(1, v1.content_hash), (2, v2.content_hash)]
+    by_agency = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
+    assert set(by_agency) == {"Ministry of Justice", "Supreme Court"}
+    assert by_agency["Ministry of Justice"]["version"] == 2
+    assert by_agency["Supreme Court"]["version"] == 1
+
+
+async def test_executor_names_resolve_through_aliases(tracker: Tracker) -> None:
+    plan = unique("plan")
+    events = [
+        plan_event(plan, "1", [{"name": "The Ministry of Justice", "role": "lead"}]),
+        plan_event(plan, "2", [{"name": "Ministry of justice", "role": "lead"}]),
+        plan_event(plan, "3", [{"name": "Ministry of the Interior", "role": "lead"}]),
+        plan_event(plan, "4", [{"name": "Ministry of Internal Affairs", "role": "lead"}]),
+        plan_event(plan, "5", [{"name": "MCI RK", "role": "lead"}]),
+        # Two names of one body in one list: one assignment with the stronger role.
+        plan_event(plan, "6", [{"name": "Supreme Court", "role": "lead"},
+                               {"name": "MoJ", "role": "partner"},
+                               {"name": "Ministry of Justice", "role": "co"}]),
+    ]
+    ids = [e.recommendation_id for e in events]
+    await produce(tracker.infra.bootstrap, tracker.settings.recommendations_topic,
+                  encoded(events))
+    await stored(tracker, ids)
+    rows = await assignments_of(tracker.sessions, ids)
+    by_rec: dict = {}  # type: ignore[type-arg]
+    for r in rows:
+        by_rec.setdefault(r["recommendation_id"], []).append((r["agency_name"], r["role"]))
+    assert by_rec[ids[0]] == by_rec[ids[1]] == [("Ministry of Justice", "lead")]
+    assert by_rec[ids[2]] == by_rec[ids[3]] == [("Ministry of Internal Affairs", "lead")]
+    assert by_rec[ids[4]] == [("Ministry of Culture and Information", "lead")]
+    assert sorted(by_rec[ids[5]]) == [("Ministry of Justice", "co"), ("Supreme Court", "lead")]
+    assert not any(r["needs_review"] for r in rows)
+
+
+async def test_unknown_name_creates_a_flagged_agency_and_keeps_the_assignment(
+        tracker: Tracker) -> None:
+    plan = unique("plan")
+    newcomer = f"Committee for {unique('body')} Affairs"
+    event = plan_event(plan, "1", f"Ministry of Justice, {newcomer}")
+    await produce(tracker.infra.bootstrap, tracker.settings.recommendations_topic,
+                  encoded([event]))
+    await stored(tracker, [event.recommendation_id])
+    rows = await assignments_of(tracker.sessions, [event.recommendation_id])
+    assert sorted((r["agency_name"], r["role"], r["needs_review"]) for r in rows) == [
+        (newcomer, "co", True), ("Ministry of Justice", "lead", False)]
+
+    listed = await tracker.client.get("/v1/agencies", params={"needs_review": "true"})
+    assert listed.status_code == 200
+    flagged = [a for a in listed.json() if a["name"] == newcomer]
+    assert len(flagged) == 1 and flagged[0]["needs_review"] is True
+    assert all(a["needs_review"] for a in listed.json())
+
+    # Named again under another spelling: the same agency, not a second one.
+    again = plan_event(plan, "2", f"the {newcomer.upper()}")
+    await produce(tracker.infra.bootstrap, tracker.settings.recommendations_topic,
+                  encoded([again]))
+    await stored(tracker, [again.recommendation_id])
+    (row,) = await assignments_of(tracker.sessions, [again.recommendation_id])
+    assert row["agency_id"] == flagged[0]["id"] or str(row["agency_id"]) == flagged[0]["id"]
+
+
+async def test_dropped_executor_is_cancelled_and_reopened_when_named_again(
+        tracker: Tracker) -> None:
+    plan = unique("plan")
+    topic = tracker.settings.recommendations_topic
+    first = plan_event(plan, "1", "Ministry of Justice, Supreme Court", text="v1")
+    rid = first.recommendation_id
+    await produce(tracker.infra.bootstrap, topic, encoded([first]))
+    await stored(tracker, [rid])
+
+    async def statuses() -> dict[str, str]:
+        return {a["agency_name"]: a["status"]
+                for a in await assignments_of(tracker.sessions, [rid])}
+
+    await produce(tracker.infra.bootstrap, topic,
+                  encoded([plan_event(plan, "1", "Ministry of Justice", text="v2")]))
+
+    async def cancelled() -> bool:
+        return (await statuses()).get("Supreme Court") == "cancelled"
+    await eventually(cancelled, what="dropped executor cancelled")
+    assert (await statuses())["Ministry of Justice"] == "not_started"
+
+    await produce(tracker.infra.bootstrap, topic, encoded(
+        [plan_event(plan, "1", "Ministry of Justice, Supreme Court", text="v3")]))
+
+    async def reopened() -> bool:
+        return (await statuses()).get("Supreme Court") == "not_started"
+    await eventually(reopened, what="named again: reopened")
+    supreme = await agency_by_name(tracker.sessions, "Supreme Court")
+    assert supreme is not None
