@@ -6,6 +6,7 @@ announce it commit together (transactional outbox).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from services.tracker.models import (
     Assignment,
     HistoryEntry,
     OutboxEvent,
+    SCHEMA,
     ProgressReport,
     Recommendation,
     RecommendationVersion,
@@ -58,6 +60,9 @@ ASSIGNMENTS = Assignment.__table__  # type: ignore[attr-defined]
 REPORTS = ProgressReport.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryEntry.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxEvent.__table__  # type: ignore[attr-defined]
+
+OUTBOX_COLUMNS = ["event_id", "topic", "key", "payload", "created_at"]
+HISTORY_COLUMNS = ["entity", "entity_id", "action", "actor", "data", "at"]
 
 CHUNK = 4000  # rows per statement: keeps bind parameters under PostgreSQL's limit
 SYSTEM_CANCEL = "agency no longer named by the recommendation"
@@ -107,16 +112,34 @@ class TrackerRepository:
         self._history_rows.append({"entity": entity, "entity_id": entity_id, "action": action,
                                    "actor": actor, "data": data or {}, "at": utcnow()})
 
+    async def driver_connection(self) -> Any:
+        """The asyncpg connection under this session's transaction (for COPY)."""
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        return raw.driver_connection
+
     @property
     def pending_events(self) -> int:
         return len(self._outbox_rows)
 
     async def flush(self) -> None:
-        """Write the queued outbox and history rows (call before commit)."""
-        for rows in chunks(self._outbox_rows):
-            await self.session.execute(pg_insert(OUTBOX), list(rows))
-        for rows in chunks(self._history_rows):
-            await self.session.execute(pg_insert(HISTORY), list(rows))
+        """Write the queued outbox and history rows (call before commit).
+
+        Both tables are append-only, so they are written with COPY on the session's own
+        connection (same transaction): several times faster than INSERTs.
+        """
+        if self._outbox_rows or self._history_rows:
+            driver = await self.driver_connection()
+            if self._outbox_rows:
+                await driver.copy_records_to_table(
+                    "outbox", schema_name=SCHEMA, columns=OUTBOX_COLUMNS,
+                    records=[tuple(r[c] for c in OUTBOX_COLUMNS) for r in self._outbox_rows])
+            if self._history_rows:
+                await driver.copy_records_to_table(
+                    "history", schema_name=SCHEMA, columns=HISTORY_COLUMNS,
+                    records=[(r["entity"], r["entity_id"], r["action"], r["actor"],
+                              json.dumps(r["data"], default=str), r["at"])
+                             for r in self._history_rows])
         self._outbox_rows.clear()
         self._history_rows.clear()
 
