@@ -35,6 +35,18 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each process (with its children)."""
+        used: dict[str, float] = {}
+        for name, pid in self.pids.items():
+            try:
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)]
+                used[name] = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+            except psutil.Error:
+                used[name] = 0.0
+        return used
+
     def _rss(self, pid: int) -> float:
         try:
             proc = psutil.Process(pid)
@@ -69,3 +81,12 @@ def machine() -> str:
 
 def service_pids(stack: DevStack) -> dict[str, int]:
     return {name: p.proc.pid for name, p in stack.services.items() if p.proc}
+
+
+def all_pids(stack: DevStack) -> dict[str, int]:
+    """The services and the parts under them (broker, PostgreSQL)."""
+    pids = service_pids(stack)
+    for name, part in (("broker", stack.broker), ("postgres", stack.postgres)):
+        if part is not None and part.process is not None and part.process.proc is not None:
+            pids[name] = part.process.proc.pid
+    return pids

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import PeakMemory, fresh_stack, machine, service_pids
+from bench.common import PeakMemory, all_pids, fresh_stack, machine, service_pids
 from hrtrack.devstack import DevStack
 from services.tracker.domain import executor_claims
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
@@ -262,6 +262,8 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
                                      max_size=4)
     try:
         with PeakMemory(service_pids(stack)) as memory:
+            cpu = PeakMemory(all_pids(stack))
+            cpu_before = cpu.cpu_seconds()
             print(f"pipeline: pushing {args.n} recommendations ({expected} assignments) "
                   f"in batches of {args.batch}, {args.concurrency} at a time")
             result = await push_all(stack, items, expected, args.batch, args.concurrency, pool)
@@ -269,6 +271,9 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
                   f"{result.assignments_per_s:,.0f} assignments/s end to end "
                   f"({result.recommendations} recommendations, {result.assignments} "
                   f"assignments, {result.rejected} rejected, {result.seconds:.1f}s)")
+            cpu_after = cpu.cpu_seconds()
+            print("  CPU seconds used during the push: " + ", ".join(
+                f"{name} {cpu_after[name] - cpu_before.get(name, 0):.1f}" for name in cpu_after))
             samples = await latency(stack, args.rate, args.latency_seconds, pool, run_id)
         p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
         print(f"  latency POST -> tracked at {args.rate:.0f}/s: p50 {p50:.1f} ms, "

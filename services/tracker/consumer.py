@@ -55,6 +55,7 @@ class RecommendationConsumer:
             batch=True,
             max_records=self.settings.batch_max_records,
             batch_timeout_ms=100,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
