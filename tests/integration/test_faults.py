@@ -76,6 +76,29 @@ async def counts(stack: DevStack, plan: str) -> tuple[int, int, int]:
         await conn.close()
 
 
+def log_tails(stack: DevStack, lines: int = 30) -> str:
+    """The end of each service's log, to say why a recovery did not happen."""
+    out = []
+    for name, process in stack.services.items():
+        text = process.log_path.read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {name} ---\n" + "\n".join(text))
+    return "\n".join(out)
+
+
+async def wait_stored(stack: DevStack, plan: str, expected: tuple[int, int, int]) -> None:
+    seen: tuple[int, int, int] = (0, 0, 0)
+
+    async def stored() -> bool:
+        nonlocal seen
+        seen = await counts(stack, plan)
+        return seen == expected
+
+    try:
+        await eventually(stored, timeout=120, interval=1, what=f"{plan} stored everywhere")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; counts {seen} != {expected}\n{log_tails(stack)}") from exc
+
+
 async def test_postgres_restart_mid_stream_loses_nothing(stack: DevStack) -> None:
     plan = "FAULT-PG"
     batches = [items(plan, 200, start) for start in range(0, 2000, 200)]
@@ -88,11 +111,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(stack: DevStack) -> Non
     accepted = await posting
     assert len(set(accepted)) == 2000
 
-    async def all_stored() -> bool:
-        recs, assignments, notified = await counts(stack, plan)
-        return (recs, assignments, notified) == (2000, 4000, 4000)
-
-    await eventually(all_stored, timeout=120, interval=1, what="every item stored everywhere")
+    await wait_stored(stack, plan, (2000, 4000, 4000))
     for service in ("intake", "tracker", "notifier"):
         assert httpx.get(stack.url(service) + "/readyz", timeout=5).status_code == 200
 
@@ -116,8 +135,4 @@ async def test_broker_restart_services_recover(stack: DevStack) -> None:
     accepted = await post_all(stack, [items(plan, 100)])
     assert len(accepted) == 100
 
-    async def all_stored() -> bool:
-        recs, assignments, notified = await counts(stack, plan)
-        return (recs, assignments, notified) == (100, 200, 200)
-
-    await eventually(all_stored, timeout=120, interval=1, what="items after broker restart")
+    await wait_stored(stack, plan, (100, 200, 200))
