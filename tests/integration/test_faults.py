@@ -112,8 +112,9 @@ async def test_postgres_restart_mid_stream_loses_nothing(stack: DevStack) -> Non
     assert len(set(accepted)) == 2000
 
     await wait_stored(stack, plan, (2000, 4000, 4000))
-    for service in ("intake", "tracker", "notifier"):
-        assert httpx.get(stack.url(service) + "/readyz", timeout=5).status_code == 200
+    async with httpx.AsyncClient(timeout=5) as http:
+        for service in ("intake", "tracker", "notifier"):
+            assert (await http.get(stack.url(service) + "/readyz")).status_code == 200
 
 
 async def test_broker_restart_services_recover(stack: DevStack) -> None:
@@ -121,9 +122,10 @@ async def test_broker_restart_services_recover(stack: DevStack) -> None:
     assert stack.broker is not None
     stack.broker.stop()
     token = stack.info()["coordinator_token"]
-    refused = httpx.post(f"{stack.url('intake')}/v1/recommendations",
-                         json={"items": items("FAULT-BROKER-DOWN", 1)},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    async with httpx.AsyncClient(timeout=60) as http:
+        refused = await http.post(f"{stack.url('intake')}/v1/recommendations",
+                                  json={"items": items("FAULT-BROKER-DOWN", 1)},
+                                  headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 503, refused.text
     assert refused.headers.get("Retry-After")
     assert "accepted" not in refused.json() or refused.json()["accepted"] == []
