@@ -191,6 +191,7 @@ class Postgres:
     data_dir: Path
     port: int
     log_path: Path
+    extra_options: list[str] = field(default_factory=list)  # e.g. ["-c", "work_mem=64MB"]
     process: ManagedProcess | None = None
 
     @property
@@ -221,7 +222,8 @@ class Postgres:
             "postgres",
             [_pg_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "max_connections=200",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             *self.extra_options],
             self.log_path, user=user,
         )
         self.process.start()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.models import OutboxEvent
@@ -89,8 +89,10 @@ class OutboxRelay:
                              "x-event-id": str(row.event_id)},
                     no_confirm=True))
             await asyncio.gather(*futures)  # every one acknowledged before marking
-            await conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows]))
-                               .values(published_at=datetime.now(UTC)))
+            # One array parameter, not an IN list of thousands of literals.
+            await conn.execute(
+                text("UPDATE tracker.outbox SET published_at = :now WHERE id = ANY(:ids)"),
+                {"now": datetime.now(UTC), "ids": [r.id for r in rows]})
         PUBLISHED.inc(len(rows))
         return len(rows)
 

@@ -28,12 +28,12 @@ from services.tracker.domain import (
     own_due,
 )
 from services.tracker.models import (
+    SCHEMA,
     Agency,
     AgencyAlias,
     Assignment,
     HistoryEntry,
     OutboxEvent,
-    SCHEMA,
     ProgressReport,
     Recommendation,
     RecommendationVersion,
@@ -66,6 +66,59 @@ HISTORY_COLUMNS = ["entity", "entity_id", "action", "actor", "data", "at"]
 
 CHUNK = 4000  # rows per statement: keeps bind parameters under PostgreSQL's limit
 SYSTEM_CANCEL = "agency no longer named by the recommendation"
+
+
+def unnest_insert(table: str, columns: dict[str, str], *, conflict: str | None = None,
+                  update: Iterable[str] = (), extra_set: str = "",
+                  returning: str = "") -> str:
+    """One INSERT ... SELECT FROM unnest(arrays) for a whole batch.
+
+    A single statement with one array parameter per column: PostgreSQL plans it once and
+    the rows travel in one round trip (an executemany runs the statement once per row).
+    `columns` maps column name to its SQL type.
+    """
+    names = ", ".join(columns)
+    arrays = ", ".join(f"${i}::{sql_type}[]" for i, sql_type in
+                       enumerate(columns.values(), start=1))
+    sql = f"INSERT INTO {SCHEMA}.{table} ({names}) SELECT * FROM unnest({arrays})"
+    if conflict:
+        sets = [f"{c} = excluded.{c}" for c in update] + ([extra_set] if extra_set else [])
+        sql += f" ON CONFLICT ({conflict}) " + (
+            f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING")
+    if returning:
+        sql += f" RETURNING {returning}"
+    return sql
+
+
+def columns_of(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> list[list[Any]]:
+    """Row dicts -> one list per column, the parameters of an unnest statement."""
+    return [[row[c] for row in rows] for c in columns]
+
+
+RECOMMENDATION_COLUMNS = {
+    "id": "uuid", "source": "text", "reference": "text", "natural_key": "jsonb",
+    "text": "text", "deadline": "jsonb", "due_dates": "jsonb", "executors": "jsonb",
+    "payload": "jsonb", "content_hash": "text", "version": "int", "needs_deadline": "bool",
+    "created_at": "timestamptz", "updated_at": "timestamptz", "last_event_at": "timestamptz",
+}
+UPSERT_RECOMMENDATIONS = unnest_insert(
+    "recommendations", RECOMMENDATION_COLUMNS, conflict="id",
+    update=("source", "reference", "natural_key", "text", "deadline", "due_dates",
+            "executors", "payload", "content_hash", "needs_deadline", "updated_at",
+            "last_event_at"),
+    extra_set="version = recommendations.version + 1", returning="id, version")
+VERSION_COLUMNS = {"recommendation_id": "uuid", "version": "int", "content_hash": "text",
+                   "payload": "jsonb", "created_at": "timestamptz"}
+INSERT_VERSIONS = unnest_insert("recommendation_versions", VERSION_COLUMNS,
+                                conflict="recommendation_id, version")
+ASSIGNMENT_COLUMNS = {
+    "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "role": "text",
+    "status": "text", "due": "date", "active_from": "date", "version": "int",
+    "created_at": "timestamptz", "updated_at": "timestamptz", "closed_at": "timestamptz",
+}
+UPSERT_ASSIGNMENTS = unnest_insert(
+    "assignments", ASSIGNMENT_COLUMNS, conflict="id",
+    update=("role", "status", "due", "active_from", "version", "updated_at", "closed_at"))
 
 
 def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -232,26 +285,17 @@ class TrackerRepository:
         result.agencies_created = list(self.created_agencies)
 
         now = utcnow()
+        driver = await self.driver_connection()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
-        versions: dict[uuid.UUID, int] = {}
-        for part in chunks(rec_rows, 2000):
-            stmt = pg_insert(RECOMMENDATIONS)
-            upsert = stmt.on_conflict_do_update(
-                index_elements=[RECOMMENDATIONS.c.id],
-                set_={c: stmt.excluded[c] for c in (
-                    "source", "reference", "natural_key", "text", "deadline", "due_dates",
-                    "executors", "payload", "content_hash", "needs_deadline", "updated_at",
-                    "last_event_at")}
-                | {"version": RECOMMENDATIONS.c.version + 1},
-            ).returning(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.version)
-            for done in (await self.session.execute(upsert, list(part))).all():
-                versions[done.id] = done.version
+        versions: dict[uuid.UUID, int] = {
+            row["id"]: row["version"] for row in await driver.fetch(
+                UPSERT_RECOMMENDATIONS, *columns_of(rec_rows, RECOMMENDATION_COLUMNS))}
         version_rows = [{"recommendation_id": e.recommendation_id,
                          "version": versions[e.recommendation_id],
-                         "content_hash": e.content_hash, "payload": e.payload, "created_at": now}
+                         "content_hash": e.content_hash, "payload": json.dumps(e.payload),
+                         "created_at": now}
                         for e in changed]
-        for rows in chunks(version_rows):
-            await self.session.execute(pg_insert(VERSIONS).on_conflict_do_nothing(), list(rows))
+        await driver.execute(INSERT_VERSIONS, *columns_of(version_rows, VERSION_COLUMNS))
         for e in changed:
             self.add_history("recommendation", e.recommendation_id,
                              "created" if e.recommendation_id not in existing else "updated",
@@ -264,12 +308,13 @@ class TrackerRepository:
     @staticmethod
     def _recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
         return {
+            # JSON columns go to PostgreSQL as text (asyncpg's jsonb codec takes str).
             "id": e.recommendation_id, "source": e.source.value, "reference": e.reference,
-            "natural_key": e.natural_key, "text": e.text,
-            "deadline": e.deadline.model_dump(mode="json"),
-            "due_dates": [d.model_dump(mode="json") for d in e.due_dates],
-            "executors": [x.model_dump(mode="json") for x in e.executors],
-            "payload": e.payload, "content_hash": e.content_hash, "version": 1,
+            "natural_key": json.dumps(e.natural_key), "text": e.text,
+            "deadline": e.deadline.model_dump_json(),
+            "due_dates": json.dumps([d.model_dump(mode="json") for d in e.due_dates]),
+            "executors": json.dumps([x.model_dump(mode="json") for x in e.executors]),
+            "payload": json.dumps(e.payload), "content_hash": e.content_hash, "version": 1,
             "needs_deadline": e.deadline.needs_deadline, "created_at": now, "updated_at": now,
             "last_event_at": e.occurred_at,
         }
@@ -360,15 +405,9 @@ class TrackerRepository:
                 self.add_history("assignment", dropped, "cancelled", event.submitted_by,
                                  {"reason": SYSTEM_CANCEL, "from": before["status"]})
 
-        db_rows = [{k: v for k, v in r.items() if k != "agency_name"} for r in rows]
-        for part in chunks(db_rows, 2000):
-            stmt = pg_insert(ASSIGNMENTS)
-            upsert = stmt.on_conflict_do_update(
-                index_elements=[ASSIGNMENTS.c.id],
-                set_={c: stmt.excluded[c] for c in (
-                    "role", "status", "due", "active_from", "version", "updated_at", "closed_at")},
-            )
-            await self.session.execute(upsert, list(part))
+        if rows:
+            driver = await self.driver_connection()
+            await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(rows, ASSIGNMENT_COLUMNS))
         for row, event, kind, previous in announcements:
             self.add_event(self.topics.assignments, row["id"], assignment_event(
                 row, event_type=kind, source=event.source.value, reference=event.reference,
