@@ -19,16 +19,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.deadlines import Deadline, parse_deadline, upr_derived_deadlines
 from shared.events import DueDate, DueKind, RecommendationEvent, Source
 from shared.executors import Executor, parse_executors
 from shared.ids import recommendation_id
+from shared.inputs import IsoDate, unstorable
 
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -54,8 +59,8 @@ class Committee(StrEnum):
 class DeadlineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    due: date
-    start: date | None = None
+    due: IsoDate
+    start: IsoDate | None = None
 
     @model_validator(mode="after")
     def _start_before_due(self) -> DeadlineIn:
@@ -64,6 +69,9 @@ class DeadlineIn(BaseModel):
         return self
 
 
+# Numbers, booleans and dates as JSON types (StrictInt, StrictBool, IsoDate): the lax
+# coercions ("1" as 1, 0 as false or as 1970-01-01) would accept what the documented schema
+# refuses. CSV cells are converted to these types by the importer first.
 class _RecommendationBase(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -79,6 +87,19 @@ class _RecommendationBase(BaseModel):
         default_factory=list, max_length=50, description="e.g. women, children, migrants"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        # Every string, nested ones and keys included, each error at its own path: a NUL
+        # would otherwise only fail in the tracker's PostgreSQL, after a 202 (shared.inputs).
+        found = unstorable(data) if isinstance(data, dict) else []
+        if found:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError("string_unstorable", problem),
+                                 loc=path, input=data)
+                for path, problem in found])
+        return data
+
 
 StateCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3")]
 
@@ -88,9 +109,10 @@ class UprRecommendation(_RecommendationBase):
 
     source: Literal["upr"]
     state: StateCode
-    cycle: int = Field(ge=1, le=20, description="UPR cycle (1 = 2008-2011)")
-    session: int | None = Field(default=None, ge=1, le=200, description="Working-group session")
-    review_date: date = Field(description="Date of the review in the working group")
+    cycle: StrictInt = Field(ge=1, le=20, description="UPR cycle (1 = 2008-2011)")
+    session: StrictInt | None = Field(default=None, ge=1, le=200,
+                                      description="Working-group session")
+    review_date: IsoDate = Field(description="Date of the review in the working group")
     symbol: ShortText | None = Field(default=None, description="Report symbol, e.g. A/HRC/14/10")
     paragraph: Annotated[
         str,
@@ -101,7 +123,7 @@ class UprRecommendation(_RecommendationBase):
     response: UprResponse | None = Field(
         default=None, description="The state's response: supported, supported_in_part, noted"
     )
-    sdgs: list[Annotated[int, Field(ge=1, le=17)]] = Field(
+    sdgs: list[Annotated[StrictInt, Field(ge=1, le=17)]] = Field(
         default_factory=list, max_length=17, description="Sustainable Development Goals 1-17"
     )
 
@@ -123,18 +145,18 @@ class TreatyBodyRecommendation(_RecommendationBase):
     sub_paragraph: Annotated[str, Field(max_length=20)] | None = Field(
         default=None, description="e.g. (a)"
     )
-    adopted: date = Field(description="Adoption date of the concluding observations")
-    follow_up: bool = Field(
+    adopted: IsoDate = Field(description="Adoption date of the concluding observations")
+    follow_up: StrictBool = Field(
         default=False, description="The committee asked for a follow-up report on it"
     )
     # Checked field by field (not on the whole model) so an error names the field.
-    follow_up_due: date | None = Field(
+    follow_up_due: IsoDate | None = Field(
         default=None, validate_default=True, description="Due date of the follow-up report"
     )
     follow_up_grade: Literal["A", "B", "C", "D", "E"] | None = Field(
         default=None, description="The committee's assessment of the follow-up, A-E"
     )
-    next_report_due: date | None = Field(
+    next_report_due: IsoDate | None = Field(
         default=None, validate_default=True, description="Due date of the next periodic report"
     )
 
@@ -165,7 +187,7 @@ class TreatyBodyRecommendation(_RecommendationBase):
         return f"{self.committee.value} / {self.symbol} / {para}"
 
 
-Year = Annotated[int, Field(ge=1900, le=2100)]
+Year = Annotated[StrictInt, Field(ge=1900, le=2100)]
 
 
 class PlanRecommendation(_RecommendationBase):

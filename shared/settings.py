@@ -20,6 +20,8 @@ class ServiceSettings(BaseSettings):
     )
     clock: date | None = Field(default=None, description="Take this date as today (replays)")
     log_level: str = "INFO"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0,
+                                description="Largest request body (413 above)")
     # Consumer group timing: short values make tests and dev restarts rejoin quickly.
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 500

@@ -9,11 +9,13 @@ ids are deterministic and an unchanged recommendation changes nothing downstream
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -40,8 +42,17 @@ from services.intake.settings import IntakeSettings
 from shared.auth import Coordinator
 from shared.events import RecommendationEvent, Source
 from shared.plan_parser import parse_plan
+from shared.web import (
+    CheckedRoute,
+    FieldError,
+    Problem,
+    field_problem,
+    problem_responses,
+)
 
-router = APIRouter(prefix="/v1", tags=["intake"])
+# CheckedRoute: query parameters with text PostgreSQL cannot store are refused with a 422
+# naming them (the bodies are read and checked here, item by item).
+router = APIRouter(prefix="/v1", tags=["intake"], route_class=CheckedRoute)
 
 
 def get_settings(request: Request) -> IntakeSettings:
@@ -69,20 +80,10 @@ def bad_request(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes the limit (not after reading it all)."""
-    over = f"request body over the limit of {limit} bytes"
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large(over)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(over)
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(request: Request) -> bytes:
+    """The body. Over `max_body_bytes` the shared size limit (shared.web.BodySizeLimit) has
+    answered 413 already, from Content-Length or as soon as the stream passed it."""
+    return await request.body()
 
 
 async def uploaded_file(request: Request, body: bytes) -> bytes:
@@ -171,15 +172,51 @@ async def accept(
         **body, "count": len(accepted), "accepted": accepted, "rejected": rejected})
 
 
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "body unreadable: not UTF-8 (the byte is named), not JSON or CSV"},
-    401: {"description": "no token, bad signature or expired token"},
-    403: {"description": "not a coordinator token"},
-    413: {"description": "body over the size limit, or too many items or rows"},
-    422: {"description": "nothing valid: every item or row rejected, each with its reasons"},
-    503: {"description": "the broker did not acknowledge every item; retry after Retry-After",
-          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-}
+class ItemError(FieldError):
+    column: str | None = Field(default=None, description="The CSV column as written")
+
+
+class RejectedItem(BaseModel):
+    """One item or row refused, with where it is and every reason."""
+
+    index: int | None = Field(default=None, description="Position in `items` or in the plan")
+    row: int | None = Field(default=None, description="CSV row number (the header is row 1)")
+    chapter: str | None = Field(default=None, description="Plan imports: the action's chapter")
+    number: str | None = Field(default=None, description="Plan imports: the action's number")
+    reason: str
+    errors: list[ItemError]
+
+
+class Accepted(BaseModel):
+    """What the broker acknowledged, and what was refused."""
+
+    count: int = Field(description="How many recommendations were accepted")
+    accepted: list[uuid.UUID] = Field(description="Their ids (deterministic)")
+    rejected: list[RejectedItem]
+    id: uuid.UUID | None = Field(default=None, description="One recommendation posted: its id")
+
+
+class PlanAccepted(Accepted):
+    plan: str = Field(description="The plan id given to every action")
+    title: str | None
+    period: list[int] = Field(description="[first year, last year]")
+
+
+class CsvAccepted(Accepted):
+    source: Source
+    ignored_columns: list[str] = Field(description="Columns that are not a field")
+
+
+class IntakeProblem(Problem):
+    """An error; when items were looked at, also what happened to each (plan and CSV imports
+    add the fields of their 202 answer)."""
+
+    count: int | None = None
+    accepted: list[uuid.UUID] | None = None
+    not_acknowledged: list[uuid.UUID] | None = Field(
+        default=None, description="Valid, but not acknowledged by the broker: post again")
+    rejected: list[RejectedItem] | None = None
+
 
 ACCEPTED_EXAMPLE = {
     "count": 1,
@@ -190,11 +227,23 @@ ACCEPTED_EXAMPLE = {
 }
 
 
-def _responses(extra: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
-    return {202: {"description": "accepted: ids the broker acknowledged, and the rejections",
-                  "content": {"application/json": {"example": {**ACCEPTED_EXAMPLE,
-                                                               **(extra or {})}}}},
-            **COMMON_RESPONSES}
+def _responses(model: type[Accepted], too_large: str,
+               extra: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    return {
+        202: {"model": model,
+              "description": "accepted: ids the broker acknowledged, and the rejections",
+              "content": {"application/json": {"example": {**ACCEPTED_EXAMPLE,
+                                                            **(extra or {})}}}},
+        **problem_responses(403, _413=too_large),
+        422: {"model": IntakeProblem,
+              "description": "nothing valid: every item or row rejected, each with its reasons "
+                             "(or an invalid parameter)"},
+        503: {"model": IntakeProblem,
+              "description": "the broker did not acknowledge every item; retry after "
+                             "Retry-After (re-posting is safe)",
+              "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                          "description": "seconds"}}},
+    }
 
 
 # --- POST /v1/recommendations -----------------------------------------------------------------
@@ -220,21 +269,20 @@ def _responses(extra: dict[str, Any] | None = None) -> dict[int | str, dict[str,
         ]},
         "examples": RECOMMENDATION_EXAMPLES,
     }}}},
-    responses=_responses(),
+    response_model=Accepted,
+    responses=_responses(Accepted, "request body over the size limit"),
 )
 async def submit_recommendations(
     request: Request, principal: Coordinator, settings: Settings, publisher: Publisher
 ) -> JSONResponse:
     try:
-        raw = parse_json_body(await read_body(request, settings.max_body_bytes))
+        raw = parse_json_body(await read_body(request))
         posted = envelope(raw)
     except BadRequest as exc:
         raise bad_request(exc) from exc
     except BatchError as exc:
         field, _, message = str(exc).partition(": ")
-        return JSONResponse(status_code=422, content={
-            "detail": str(exc), "errors": [{"field": field, "message": message,
-                                            "type": "value_error"}]})
+        raise field_problem(422, field, message, "value_error") from exc
     if not posted.batch:
         try:
             event = validate_item(raw, submitted_by=principal.subject)
@@ -245,8 +293,9 @@ async def submit_recommendations(
         return await accept(publisher, settings, [event], [], single=True)
     items = posted.items
     if len(items) > settings.max_batch_items:
-        raise too_large(f"items: at most {settings.max_batch_items} per request "
-                        f"(got {len(items)})")
+        # A validation error like the schema's maxItems (413 is for bytes over the limit).
+        raise field_problem(422, "items", f"at most {settings.max_batch_items} per request "
+                            f"(got {len(items)})", "too_long")
     # Validation is CPU work (about 0.15 ms an item): off the event loop for big batches.
     events, rejections = await asyncio.to_thread(
         validate_items, items, submitted_by=principal.subject)
@@ -272,7 +321,10 @@ async def submit_recommendations(
         "schema": {"type": "string", "description": "The plan's text, UTF-8"},
         "example": PLAN_EXAMPLE,
     }}}},
-    responses=_responses({"plan": "NHRAP-2009-2012", "title": "National Human Rights Action "
+    response_model=PlanAccepted,
+    responses=_responses(PlanAccepted, "request body over the size limit, or a document of "
+                         "more than max_batch_items actions",
+                         {"plan": "NHRAP-2009-2012", "title": "National Human Rights Action "
                           "Plan of Kazakhstan for 2009-2012", "period": [2009, 2012]}),
 )
 async def import_plan(
@@ -284,7 +336,7 @@ async def import_plan(
                                       description="Plan id (default: from its title)")] = None,
 ) -> JSONResponse:
     try:
-        text = decode_utf8(await read_body(request, settings.max_body_bytes))
+        text = decode_utf8(await read_body(request))
     except BadRequest as exc:
         raise bad_request(exc) from exc
     actions = await asyncio.to_thread(parse_plan, text)
@@ -334,7 +386,10 @@ def _csv_description() -> str:
             "type": "object", "required": ["file"],
             "properties": {"file": {"type": "string", "format": "binary"}}}},
     }}},
-    responses=_responses({"ignored_columns": ["Regional Group"],
+    response_model=CsvAccepted,
+    responses=_responses(CsvAccepted, "request body over the size limit, or more than "
+                         "max_batch_items rows (`hrtrack push` splits the file then)",
+                         {"source": "upr", "ignored_columns": ["Regional Group"],
                           "rejected": [{"row": 5, "reason": "review_date: Input should be a "
                                         "valid date", "errors": []}]}),
 )
@@ -353,7 +408,7 @@ async def import_csv(
             "errors": [{"field": f"query.{name}", "message": "unknown field",
                         "type": "extra_forbidden"} for name in unknown]})
     try:
-        body = await uploaded_file(request, await read_body(request, settings.max_body_bytes))
+        body = await uploaded_file(request, await read_body(request))
         text = decode_utf8(body, "CSV")
         parsed = read_csv(text, source.value, defaults=defaults,
                           max_rows=settings.max_batch_items)

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
@@ -25,7 +24,7 @@ from shared.recommendations import (
     UprRecommendation,
 )
 from shared.settings import TOPIC_RECOMMENDATIONS
-from shared.web import configure_logging, create_app, supervised
+from shared.web import configure_logging, create_app, serve_openapi, supervised
 
 log = logging.getLogger("hrtrack.intake")
 
@@ -84,7 +83,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     app.state.publisher = publisher
     app.include_router(router)
     _serve_asyncapi(app, broker)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    serve_openapi(app, _add_request_models)
     return app
 
 
@@ -105,11 +104,8 @@ def _serve_asyncapi(app: FastAPI, broker: KafkaBroker) -> None:
         return HTMLResponse(get_asyncapi_html(spec.to_specification(), try_it_out_path=None))
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
+def _add_request_models(schema: dict[str, Any]) -> None:
+    """The request bodies intake reads itself (per item), for the document's requestBody."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (UprRecommendation, TreatyBodyRecommendation, PlanRecommendation,
                   RecommendationBatch):
@@ -117,8 +113,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for name, sub in model_schema.pop("$defs", {}).items():
             components.setdefault(name, sub)
         components[model.__name__] = model_schema
-    app.openapi_schema = schema
-    return schema
 
 
 app = build_app()

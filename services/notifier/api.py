@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import uuid
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BeforeValidator
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.notifier.reminders import ReminderService
+from services.notifier.schemas import ERRORS, ErrorBody, LedgerEntryPublic, PassAnswer
 from shared.auth import Coordinator, CurrentPrincipal
 from shared.retry import is_transient_db_error
 
@@ -27,11 +31,27 @@ def get_reminders(request: Request) -> ReminderService:
 Reminders = Annotated[ReminderService, Depends(get_reminders)]
 
 
+def iso_day(value: object) -> object:
+    """Only YYYY-MM-DD: without this, pydantic would read "0" as a Unix timestamp."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value.strip()):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value.strip() if isinstance(value, str) else value
+
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+Day = Annotated[date, BeforeValidator(iso_day)]
+
+
 class LedgerStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
     LATE = "late"
+
+
+def is_database_problem(exc: BaseException) -> bool:
+    """The database cannot answer right now (down, restarting, connection lost)."""
+    return isinstance(exc, SQLAlchemyError | OSError | TimeoutError) or is_transient_db_error(exc)
 
 
 def unavailable(exc: Exception) -> HTTPException:
@@ -42,30 +62,33 @@ def unavailable(exc: Exception) -> HTTPException:
 
 
 @router.post("/reminders/run", summary="Run one reminder pass as of a date; answers what it sent",
-             responses={503: {"description": "database unavailable: run the pass again"}})
+             response_model=PassAnswer,
+             responses={**ERRORS, 403: {"model": ErrorBody,
+                                        "description": "not a coordinator token"}})
 async def run_pass(principal: Coordinator, reminders: Reminders, request: Request,
-                   as_of: Annotated[date | None, Query(
+                   as_of: Annotated[Day | None, Query(
                        description="YYYY-MM-DD; default: today on the service clock")] = None,
                    ) -> dict[str, Any]:
     day = as_of or request.app.state.clock.today()
     try:
         report = await reminders.run_pass(day)
     except Exception as exc:
-        if is_transient_db_error(exc):
+        if is_database_problem(exc):
             raise unavailable(exc) from exc
         raise
     return dataclasses.asdict(report) | {"as_of": day.isoformat()}
 
 
 @router.get("/reminders", summary="The reminder ledger (agency tokens: their own agency only)",
-            responses={404: {"description": "no such agency (or not yours)"}})
+            response_model=list[LedgerEntryPublic],
+            responses={**ERRORS, 404: {"model": ErrorBody,
+                                       "description": "no such agency (or not yours)"}})
 async def ledger(
     principal: CurrentPrincipal, reminders: Reminders,
     agency_id: uuid.UUID | None = None,
     status_: Annotated[LedgerStatus | None, Query(
         alias="status", description="pending | sent | failed | late")] = None,
-    as_of: Annotated[date | None, Query(description="pass date that claimed the reminder")]
-    = None,
+    as_of: Annotated[Day | None, Query(description="the day the reminder was claimed")] = None,
     recipient: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:
@@ -78,7 +101,7 @@ async def ledger(
                                       status=status_.value if status_ else None,
                                       as_of=as_of, recipient=recipient, limit=limit)
     except Exception as exc:
-        if is_transient_db_error(exc):
+        if is_database_problem(exc):
             raise unavailable(exc) from exc
         raise
     if not principal.is_coordinator:

@@ -4,11 +4,14 @@ Each assignment event replaces the assignment's due dates: its own (deadline, re
 years, follow-up, UPR mid-term and next review) as the tracker sends them, plus one row per
 quarterly progress report still owed, which the notifier computes itself from
 ``active_from``, the last own due date and ``reported_periods`` (policy.report_periods).
-Closed assignments keep no due dates. Older versions never overwrite newer ones.
+Closed assignments keep no due dates. Older versions never overwrite newer ones. Only an
+event the database rejects as data (SQLSTATE 22, 23) goes to the dead letters; any other
+error is waited out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,12 +23,12 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from services.notifier.db_errors import is_data_error
 from services.notifier.models import AgencyContact, DueDateRow, TrackedAssignment, utcnow
 from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
 from shared.events import AgencyEvent, AssignmentEvent, DueKind
 from shared.kafka import send_to_dead_letters
-from shared.retry import is_transient_db_error, retry_transient
 
 log = logging.getLogger(__name__)
 AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
@@ -56,7 +59,9 @@ def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[dict[str, A
     for start, due in report_periods(event.active_from, own, event.reported_periods, policy):
         rows[(DueKind.REPORT.value, due)] = start
     return [{"assignment_id": event.assignment_id, "kind": kind, "due_date": due,
-             "period_start": start} for (kind, due), start in rows.items()]
+             "period_start": start, "agency_id": event.agency_id,
+             "status": event.status.value, "role": event.role}
+            for (kind, due), start in rows.items()]
 
 
 class TrackerEventsConsumer:
@@ -91,27 +96,39 @@ class TrackerEventsConsumer:
 
     async def _store(self, topic: str, pairs: list[tuple[Any, Any]], key: str,
                      store: Callable[[list[Any]], Awaitable[None]]) -> None:
-        """Store the batch (waiting out database outages); if the database rejects it, store
-        event by event and park the ones it rejects, so one bad event never blocks the topic."""
+        """Store the batch, waiting out anything but a data error (a lost connection, a
+        restarting database: nothing is acknowledged before it is stored). If the database
+        rejects the data, store event by event and park the ones it rejects, so one bad
+        event never blocks the topic."""
         latest = {id(e) for e in latest_by_key([e for e, _ in pairs], key)}
         pairs = [(e, r) for e, r in pairs if id(e) in latest]
         if not pairs:
             return
-        try:
-            await retry_transient(lambda: store([e for e, _ in pairs]), what=f"storing {topic}")
+        if await self._store_waiting(topic, store, [e for e, _ in pairs]) is None:
             return
-        except Exception as exc:  # noqa: BLE001 - narrowed below, event by event
-            log.warning("a batch of %s events was rejected (%s); storing one by one",
-                        topic, type(exc).__name__)
+        log.warning("the database rejected a batch of %s events; storing one by one", topic)
         for event, record in pairs:
-            one = [event]
-            try:
-                await retry_transient(lambda: store(one), what=f"storing {topic}")  # noqa: B023
-            except Exception as exc:  # noqa: BLE001 - anything but an outage is this event's
-                if is_transient_db_error(exc):
-                    raise
+            rejected = await self._store_waiting(topic, store, [event])
+            if rejected is not None:
                 await send_to_dead_letters(self.broker, topic, record.value or b"", record.key,
-                                           exc)
+                                           rejected)
+
+    @staticmethod
+    async def _store_waiting(topic: str, store: Callable[[list[Any]], Awaitable[None]],
+                             events: list[Any]) -> BaseException | None:
+        """None once stored; the error if the database rejects the data itself."""
+        delay = 0.2
+        while True:
+            try:
+                await store(events)
+                return None
+            except Exception as exc:  # noqa: BLE001 - classified right below
+                if is_data_error(exc):
+                    return exc
+                log.warning("storing %s events failed (%s); retrying in %.1fs", topic,
+                            type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def handle_assignments(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         topic = self.settings.assignments_topic

@@ -149,6 +149,8 @@ class _Messages:
 def one_line(value: str) -> str:
     """Collapse all whitespace and control characters (CR, LF, U+2028, ...) to single
     spaces, so the value can never span or split a header line."""
+    if value.isprintable():  # the usual case: no control or format characters at all
+        return " ".join(value.split())
     cleaned = "".join(
         " " if cat in ("Cc", "Zl", "Zp") else "" if cat == "Cf" else ch
         for ch, cat in ((ch, unicodedata.category(ch)) for ch in value)

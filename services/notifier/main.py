@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from services.notifier.api import router
 from services.notifier.consumer import TrackerEventsConsumer
@@ -97,7 +99,21 @@ def build_app(settings: NotifierSettings | None = None) -> FastAPI:
     app.state.clock = clock
     app.state.broker_connected = False
     app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus what it cannot see: /metrics answers Prometheus text."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    metrics = schema.get("paths", {}).get("/metrics", {}).get("get")
+    if metrics:
+        metrics["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    app.openapi_schema = schema
+    return schema
 
 
 app = build_app()

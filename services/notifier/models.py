@@ -78,6 +78,10 @@ class DueDateRow(NotifierModel, table=True):
     kind: str = Field(primary_key=True)
     due_date: date = Field(primary_key=True)
     period_start: date | None = None
+    # The assignment's, so the due-set query needs no join (kept by triggers, migration 0003).
+    agency_id: uuid.UUID | None = None
+    status: str | None = None
+    role: str | None = None
 
 
 class Digest(NotifierModel, table=True):

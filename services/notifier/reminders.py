@@ -19,13 +19,16 @@ with the same Message-ID, after the restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
@@ -34,8 +37,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier import mailer
+from services.notifier.db_errors import is_data_error
 from services.notifier.digest import DigestItem, build_email, render_digest
 from services.notifier.models import (
+    SCHEMA,
     AgencyContact,
     Digest,
     DueDateRow,
@@ -45,7 +50,6 @@ from services.notifier.models import (
 from services.notifier.policy import ReminderKind, ReminderPolicy, offsets_for_day, route
 from services.notifier.settings import NotifierSettings
 from services.notifier.tracker_client import TrackerClient
-from shared.retry import is_transient_db_error
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +75,21 @@ for _kind in ReminderKind:
 for _outcome in ("sent", "retried", "failed"):
     EMAILS.labels(outcome=_outcome)
 
+# due_query() as SQL for asyncpg (one array parameter for the dates keeps the statement the
+# same whatever the policy, so the server's prepared statement is reused).
+DUE_SQL = f"""
+SELECT due_date, kind, assignment_id, agency_id FROM {SCHEMA}.due_dates
+WHERE due_date = ANY($1::date[]) AND status <> ALL($2::text[])
+  AND ($3::boolean OR role <> 'partner')
+"""
+
 # Contacts looked up from the tracker lose against any event (events carry the newest).
 LOOKED_UP_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class DueReminder:
+class DueReminder(NamedTuple):
+    """One reminder of the due set for one recipient."""
+
     recipient: str
     recipient_kind: str  # agency | escalation | coordinator
     language: str
@@ -89,10 +102,23 @@ class DueReminder:
     flags: tuple[str, ...] = ()
 
 
+# DueReminder without the recipient, as a plain tuple: a pass may build a hundred thousand.
+DueRow = tuple[str, str, uuid.UUID, uuid.UUID, str, date, ReminderKind, int, tuple[str, ...]]
+Target = tuple[str, str, str, tuple[str, ...]]  # recipient, recipient kind, language, flags
+Contact = tuple[list[str] | None, str | None, str | None]  # emails, language, escalation
+
+
 @dataclass
 class DueSet:
-    reminders: list[DueReminder]
+    """What is due on a day, by recipient."""
+
+    by_recipient: dict[str, list[DueRow]] = field(default_factory=lambda: defaultdict(list))
+    count: int = 0
     unaddressed: int = 0  # reminders with nobody to send them to (no coordinators set)
+
+    @property
+    def reminders(self) -> list[DueReminder]:
+        return [DueReminder(r, *d) for r, dues in self.by_recipient.items() for d in dues]
 
 
 @dataclass
@@ -110,6 +136,20 @@ class PassReport:
     pending_reminders: int = 0
     due_set_ms: float = 0.0
     duration_ms: float = 0.0
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a due set of a hundred thousand tuples is built:
+    it holds no cycles, and the collector's passes over it would cost more than building
+    it. Restores the collector's previous state."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def message_id_for(digest_id: uuid.UUID, domain: str) -> str:
@@ -143,56 +183,99 @@ class ReminderService:
     # --- due set --------------------------------------------------------------------------
 
     def due_query(self, as_of: date) -> Any:
-        """Due rows on the policy's offset days: an IN list on the indexed due_date, joins by
-        primary key, nothing per assignment that is not due."""
+        """Due rows on the policy's offset days: an IN list on the indexed due_date of one
+        table (each row carries its assignment's agency, status and role), only the four
+        columns a claim needs."""
         due_days = [as_of + timedelta(days=d) for d in self.offsets]
         query = (
             select(DUE_DATES.c.due_date, DUE_DATES.c.kind, DUE_DATES.c.assignment_id,
-                   ASSIGNMENTS.c.agency_id, AGENCIES.c.id.label("known"), AGENCIES.c.emails,
-                   AGENCIES.c.language, AGENCIES.c.escalation_email)
-            .join(ASSIGNMENTS, ASSIGNMENTS.c.id == DUE_DATES.c.assignment_id)
-            .outerjoin(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+                   DUE_DATES.c.agency_id)
             .where(DUE_DATES.c.due_date.in_(due_days),
-                   ASSIGNMENTS.c.status.not_in(sorted(self.policy.closed_statuses)))
+                   DUE_DATES.c.status.not_in(sorted(self.policy.closed_statuses)))
         )
         if not self.policy.remind_partners:
-            query = query.where(ASSIGNMENTS.c.role != "partner")
+            query = query.where(DUE_DATES.c.role != "partner")
         return query
 
     async def due_set(self, as_of: date) -> DueSet:
+        """Every reminder due on ``as_of`` with its recipients."""
         async with self.sessions() as session:
-            rows = (await session.execute(self.due_query(as_of))).all()
-        unknown = {row.agency_id for row in rows if row.known is None}
-        looked_up = await self._look_up_agencies(unknown) if unknown else {}
-        result = DueSet([])
-        coordinators, coordinator_language = self.coordinators, self.settings.coordinator_language
-        for row in rows:
-            emails, language, escalation = row.emails, row.language, row.escalation_email
-            if row.known is None:
-                emails, language, escalation = looked_up.get(row.agency_id, (None, "en", None))
-            offset = (row.due_date - as_of).days
-            for kind in self.offsets.get(offset, ()):
-                routes = route(kind, emails, escalation, coordinators)
-                if not routes:
-                    result.unaddressed += 1
-                for r in routes:
-                    result.reminders.append(DueReminder(
-                        r.recipient, r.recipient_kind,
-                        coordinator_language if r.recipient_kind == "coordinator"
-                        else language or "en",
-                        row.agency_id, row.assignment_id, row.kind, row.due_date, kind, offset,
-                        r.flags))
+            with gc_paused():
+                rows = await self._due_rows(session, as_of)
+            agency_ids = {row[3] for row in rows}
+            # The whole directory (thousands of rows at most): one constant statement.
+            contacts: dict[uuid.UUID, Contact] = {
+                r.id: (r.emails, r.language, r.escalation_email)
+                for r in (await session.execute(
+                    select(AGENCIES.c.id, AGENCIES.c.emails, AGENCIES.c.language,
+                           AGENCIES.c.escalation_email))).all()
+            } if agency_ids else {}
+        unknown = agency_ids - contacts.keys()
+        if unknown:
+            contacts.update(await self._look_up_agencies(unknown))
+        with gc_paused():
+            result = self.route_rows(as_of, rows, contacts)
         if result.unaddressed:
             log.warning("%d reminders have nobody to go to: set HRTRACK_COORDINATOR_EMAILS",
                         result.unaddressed)
         return result
 
+    def route_rows(self, as_of: date, rows: Iterable[Any],
+                   contacts: dict[uuid.UUID, Contact]) -> DueSet:
+        """Due rows (due date, due kind, assignment, agency) to reminders by recipient. The
+        per-row work is a few dict look-ups: routes are resolved once per agency."""
+        by_day = {as_of + timedelta(days=offset): (offset, kinds)
+                  for offset, kinds in self.offsets.items()}
+        result = DueSet()
+        groups = result.by_recipient
+        # Per agency, once: for each kind, the lists to append to and what to append.
+        per_agency: dict[uuid.UUID, dict[ReminderKind, list[Any]]] = {}
+        count = unaddressed = 0
+        for due_date, due_kind, assignment_id, agency_id in rows:
+            offset, kinds = by_day[due_date]
+            per_kind = per_agency.get(agency_id)
+            if per_kind is None:
+                per_kind = per_agency[agency_id] = {
+                    kind: [(groups[recipient].append, recipient_kind, language, flags)
+                           for recipient, recipient_kind, language, flags
+                           in self._targets(contacts.get(agency_id), kind)]
+                    for kind in ReminderKind}
+            for kind in kinds:
+                found = per_kind[kind]
+                if not found:
+                    unaddressed += 1
+                for append, recipient_kind, language, flags in found:
+                    append((recipient_kind, language, agency_id, assignment_id, due_kind,
+                            due_date, kind, offset, flags))
+                count += len(found)
+        result.count, result.unaddressed = count, unaddressed
+        # Routes were prepared for every kind of an agency; keep the recipients with reminders.
+        for recipient in [r for r, dues in groups.items() if not dues]:
+            del groups[recipient]
+        return result
+
+    async def _due_rows(self, session: Any, as_of: date) -> list[Any]:
+        """The due query, straight on the driver when it is asyncpg: with a hundred thousand
+        rows the ORM's result processing would cost as much as the query itself."""
+        connection = await session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        if not hasattr(raw, "fetch"):  # not asyncpg: the portable way
+            return list((await session.execute(self.due_query(as_of))).all())
+        return list(await raw.fetch(
+            DUE_SQL, [as_of + timedelta(days=d) for d in self.offsets],
+            sorted(self.policy.closed_statuses), self.policy.remind_partners))
+
+    def _targets(self, contact: Contact | None, kind: ReminderKind) -> list[Target]:
+        emails, language, escalation = contact or (None, None, None)
+        return [(r.recipient, r.recipient_kind,
+                 self.settings.coordinator_language if r.recipient_kind == "coordinator"
+                 else language or "en", r.flags)
+                for r in route(kind, emails, escalation, self.coordinators)]
+
     async def due_reminders(self, as_of: date) -> list[DueReminder]:
         return (await self.due_set(as_of)).reminders
 
-    async def _look_up_agencies(
-        self, ids: set[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[list[str], str, str | None]]:
+    async def _look_up_agencies(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, Contact]:
         """Agencies the events have not brought yet, from the tracker's directory; kept so
         the next pass need not ask again (any later event overwrites them)."""
         if self.tracker is None:
@@ -218,17 +301,15 @@ class ReminderService:
         """Claim what is due on ``as_of`` and deliver every digest that is ready.
 
         Safe to run again (same day: nothing new is sent) and on several replicas at once.
-        A lost database connection raises: the pass is simply run again later.
+        A database outage raises: the pass is simply run again (claims are idempotent).
         """
         started = time.perf_counter()
         report = PassReport(as_of=as_of)
         due = await self.due_set(as_of)
         report.due_set_ms = (time.perf_counter() - started) * 1000
         DUE_SET_DURATION.observe(report.due_set_ms / 1000)
-        report.candidates, report.unaddressed = len(due.reminders), due.unaddressed
-        by_recipient: dict[str, list[DueReminder]] = defaultdict(list)
-        for reminder in due.reminders:
-            by_recipient[reminder.recipient].append(reminder)
+        report.candidates, report.unaddressed = due.count, due.unaddressed
+        by_recipient = due.by_recipient
         recipients = set(by_recipient) | await self._recipients_with_late(as_of)
         touched: list[uuid.UUID] = []
         for recipient in sorted(recipients):
@@ -236,8 +317,8 @@ class ReminderService:
                 claimed, late, attached, digest_id = await self._claim(
                     recipient, as_of, by_recipient.get(recipient, []))
             except Exception as exc:
-                if is_transient_db_error(exc):
-                    raise
+                if not is_data_error(exc):
+                    raise  # an outage: the whole pass is run again, nothing is skipped
                 # One recipient's bad data never stops the others.
                 log.exception("claiming reminders failed for one recipient")
                 report.errors += 1
@@ -292,7 +373,7 @@ class ReminderService:
                 .where(LEDGER.c.digest_id.is_(None), LEDGER.c.as_of < as_of))).scalars())
 
     async def _claim(self, recipient: str, as_of: date,
-                     reminders: list[DueReminder]
+                     reminders: list[DueRow]
                      ) -> tuple[int, int, int, uuid.UUID | None]:
         """Claim ``reminders`` for ``recipient`` on ``as_of``: (claimed, late, attached, the
         digest they joined)."""
@@ -300,8 +381,7 @@ class ReminderService:
             waiting = (LEDGER.c.recipient == recipient, LEDGER.c.digest_id.is_(None),
                        LEDGER.c.as_of < as_of)
             if reminders:
-                first = reminders[0]
-                kind, language, agency_id = first.recipient_kind, first.language, first.agency_id
+                kind, language, agency_id = reminders[0][:3]
             else:
                 row = (await session.execute(
                     select(LEDGER.c.recipient_kind, LEDGER.c.language, LEDGER.c.agency_id)
@@ -326,13 +406,13 @@ class ReminderService:
             claimed = 0
             if reminders:
                 rows = [{
-                    "digest_id": target, "recipient": recipient,
-                    "recipient_kind": r.recipient_kind, "language": r.language,
-                    "agency_id": r.agency_id, "assignment_id": r.assignment_id,
-                    "due_kind": r.due_kind, "due_date": r.due_date, "kind": r.kind.value,
-                    "offset_days": r.offset_days, "as_of": as_of,
-                    "flags": list(r.flags) if target else [*r.flags, "late"],
-                    "created_at": now} for r in reminders]
+                    "digest_id": target, "recipient": recipient, "recipient_kind": rkind,
+                    "language": lang, "agency_id": agency, "assignment_id": assignment,
+                    "due_kind": due_kind, "due_date": due_date, "kind": rem_kind.value,
+                    "offset_days": offset, "as_of": as_of,
+                    "flags": list(flags) if target else [*flags, "late"], "created_at": now}
+                    for rkind, lang, agency, assignment, due_kind, due_date, rem_kind, offset,
+                    flags in reminders]
                 claimed = len((await session.execute(
                     pg_insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.id),
                     rows)).all())

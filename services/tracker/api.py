@@ -14,7 +14,6 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +26,8 @@ from services.tracker.models import (
     AgencyUpdate,
     AssignmentDetail,
     AssignmentPage,
-    AssignmentPublic,
-    ImplementationRow,
+    ImplementationReport,
+    RecommendationDetail,
     RecommendationPage,
     ReportAccepted,
     ReportCreate,
@@ -37,9 +36,15 @@ from services.tracker.reports import AssignmentNotFound, ReportRejected, submit_
 from services.tracker.repository import AGENCIES, RECOMMENDATIONS, TrackerRepository
 from shared.auth import Coordinator, CurrentPrincipal, Principal
 from shared.events import AssignmentStatus, Source
+from shared.inputs import IsoDate
+from shared.web import CheckedRoute, field_problem, problem_responses
 
-router = APIRouter(prefix="/v1", tags=["tracker"])
+# CheckedRoute: NUL characters in parameters and unreadable JSON bodies are refused with a
+# 4xx naming them before a query could reach PostgreSQL (shared.web).
+router = APIRouter(prefix="/v1", tags=["tracker"], route_class=CheckedRoute)
 MAX_PAGE = 1000
+# PostgreSQL's OFFSET is a bigint; far below that, deeper pages are better reached by filters.
+MAX_OFFSET = 10_000_000
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -56,24 +61,18 @@ def today(request: Request) -> date:
 Session = Annotated[AsyncSession, Depends(get_session)]
 Today = Annotated[date, Depends(today)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]
 Statuses = Annotated[list[AssignmentStatus] | None, Query(
     alias="status", description="One or more statuses (repeat the parameter)")]
 Overdue = Annotated[bool | None, Query(
     description="true: past the own deadline and not closed; false: the others")]
-DueBefore = Annotated[date | None, Query(description="Own deadline strictly before this date")]
+DueBefore = Annotated[IsoDate | None, Query(
+    description="Own deadline strictly before this date")]
 
 
 def not_found(what: str) -> HTTPException:
     # Also the answer for another agency's data: its existence is not revealed.
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{what} not found")
-
-
-def problem(status_code: int, field: str, message: str, kind: str) -> JSONResponse:
-    """The shared error format (as for 422): a summary and the field at fault."""
-    return JSONResponse(status_code=status_code, content={
-        "detail": f"{field}: {message}",
-        "errors": [{"field": field, "message": message, "type": kind}]})
 
 
 def next_url(request: Request, limit: int, offset: int, total: int) -> str | None:
@@ -95,8 +94,12 @@ def notify_relay(request: Request) -> None:
 # --- recommendations ------------------------------------------------------------------------
 
 
+NOT_YOURS = "no such {what} (or not yours)"
+
+
 @router.get("/recommendations", response_model=RecommendationPage,
-            summary="Recommendations with their overall status (agencies: their own)")
+            summary="Recommendations with their overall status (agencies: their own)",
+            responses=problem_responses(_404="agency_id names another agency"))
 async def list_recommendations(
     request: Request, principal: CurrentPrincipal, session: Session,
     source: Source | None = None, needs_deadline: bool | None = None,
@@ -114,8 +117,9 @@ async def list_recommendations(
             "next": next_url(request, limit, offset, total)}
 
 
-@router.get("/recommendations/{recommendation_id}", summary="A recommendation with its assignments",
-            responses={404: {"description": "no such recommendation (or not yours)"}})
+@router.get("/recommendations/{recommendation_id}", response_model=RecommendationDetail,
+            summary="A recommendation with its assignments",
+            responses=problem_responses(_404=NOT_YOURS.format(what="recommendation")))
 async def get_recommendation(recommendation_id: uuid.UUID, principal: CurrentPrincipal,
                              session: Session, day: Today) -> dict[str, Any]:
     rec = (await session.execute(select(RECOMMENDATIONS).where(
@@ -128,19 +132,18 @@ async def get_recommendation(recommendation_id: uuid.UUID, principal: CurrentPri
     if not principal.is_coordinator and not assignments:
         raise not_found("recommendation")
     return {
-        "id": str(rec["id"]), "source": rec["source"], "reference": rec["reference"],
+        "id": rec["id"], "source": rec["source"], "reference": rec["reference"],
         "text": rec["text"], "deadline": rec["deadline"], "due_dates": rec["due_dates"],
         "executors": rec["executors"], "needs_deadline": rec["needs_deadline"],
-        "version": rec["version"], "payload": rec["payload"],
-        "assignments": [AssignmentPublic.model_validate(a).model_dump(mode="json")
-                        for a in assignments],
+        "version": rec["version"], "payload": rec["payload"], "assignments": assignments,
     }
 
 
 # --- agencies -------------------------------------------------------------------------------
 
 
-@router.get("/agencies", summary="The agency directory (an agency token: its own entry)")
+@router.get("/agencies", response_model=list[AgencyPublic],
+            summary="The agency directory (an agency token: its own entry)")
 async def list_agencies(principal: CurrentPrincipal, session: Session,
                         needs_review: bool | None = None) -> list[dict[str, Any]]:
     query = select(AGENCIES).order_by(AGENCIES.c.name)
@@ -151,32 +154,34 @@ async def list_agencies(principal: CurrentPrincipal, session: Session,
     return [agency_public(dict(r)) for r in (await session.execute(query)).mappings().all()]
 
 
-@router.post("/agencies", status_code=status.HTTP_201_CREATED, response_model=None,
+@router.post("/agencies", status_code=status.HTTP_201_CREATED, response_model=AgencyPublic,
              summary="Create an agency (or update the one its name or an alias resolves to)",
-             responses={200: {"description": "an existing agency was updated"},
-                        409: {"description": "an alias belongs to another agency"}})
+             responses={201: {"description": "the agency was created"},
+                        200: {"model": AgencyPublic,
+                              "description": "an existing agency was updated"},
+                        **problem_responses(403, _409="an alias belongs to another agency")})
 async def create_agency(data: AgencyCreate, principal: Coordinator, session: Session,
-                        request: Request, response: Response) -> dict[str, Any] | JSONResponse:
+                        request: Request, response: Response) -> dict[str, Any]:
     try:
         async with session.begin():
             repo = TrackerRepository(session, request.app.state.topics)
             row, created = await upsert_agency(repo, data, principal.subject)
             await repo.flush()
     except AliasConflict as exc:
-        return problem(409, "aliases", str(exc), "alias_conflict")
+        raise field_problem(409, "aliases", str(exc), "alias_conflict") from exc
     except NoUsableName as exc:
-        return problem(422, "name", str(exc), "value_error")
+        raise field_problem(422, "name", str(exc), "value_error") from exc
     notify_relay(request)
     if not created:
         response.status_code = status.HTTP_200_OK
     return agency_public(row)
 
 
-@router.put("/agencies/{agency_id}", response_model=None,
+@router.put("/agencies/{agency_id}", response_model=AgencyPublic,
             summary="Update an agency's name, contacts, language, escalation contact, aliases",
-            responses={404: {"description": "no such agency"}, 409: {"description": "alias taken"}})
+            responses=problem_responses(403, _404="no such agency", _409="alias taken"))
 async def put_agency(agency_id: uuid.UUID, data: AgencyUpdate, principal: Coordinator,
-                     session: Session, request: Request) -> dict[str, Any] | JSONResponse:
+                     session: Session, request: Request) -> dict[str, Any]:
     try:
         async with session.begin():
             repo = TrackerRepository(session, request.app.state.topics)
@@ -185,9 +190,9 @@ async def put_agency(agency_id: uuid.UUID, data: AgencyUpdate, principal: Coordi
                 raise not_found("agency")
             await repo.flush()
     except AliasConflict as exc:
-        return problem(409, "aliases", str(exc), "alias_conflict")
+        raise field_problem(409, "aliases", str(exc), "alias_conflict") from exc
     except NoUsableName as exc:
-        return problem(422, "name", str(exc), "value_error")
+        raise field_problem(422, "name", str(exc), "value_error") from exc
     notify_relay(request)
     return agency_public(row)
 
@@ -205,7 +210,7 @@ async def _page(request: Request, session: AsyncSession, principal: Principal, d
 
 @router.get("/assignments", response_model=AssignmentPage,
             summary="Assignments (coordinators: all; an agency: its own)",
-            responses={404: {"description": "agency_id names another agency"}})
+            responses=problem_responses(_404="agency_id names another agency"))
 async def list_assignments(
     request: Request, principal: CurrentPrincipal, session: Session, day: Today,
     source: Source | None = None, status_in: Statuses = None,
@@ -221,7 +226,7 @@ async def list_assignments(
 
 @router.get("/agencies/{agency_id}/assignments", response_model=AssignmentPage,
             summary="An agency's assignments",
-            responses={404: {"description": "no such agency (or not yours)"}})
+            responses=problem_responses(_404=NOT_YOURS.format(what="agency")))
 async def agency_assignments(
     agency_id: uuid.UUID, request: Request, principal: CurrentPrincipal, session: Session,
     day: Today, source: Source | None = None, status_in: Statuses = None,
@@ -240,7 +245,7 @@ async def agency_assignments(
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentDetail,
             summary="An assignment with its report periods, reports and history",
-            responses={404: {"description": "no such assignment (or not yours)"}})
+            responses=problem_responses(_404=NOT_YOURS.format(what="assignment")))
 async def get_assignment(assignment_id: uuid.UUID, request: Request,
                          principal: CurrentPrincipal, session: Session,
                          day: Today) -> dict[str, Any]:
@@ -254,11 +259,14 @@ async def get_assignment(assignment_id: uuid.UUID, request: Request,
 @router.post("/assignments/{assignment_id}/reports", status_code=status.HTTP_201_CREATED,
              response_model=ReportAccepted,
              summary="Report progress on an assignment (its agency, or a coordinator)",
-             responses={404: {"description": "no such assignment (or not yours)"},
-                        403: {"description": "only coordinators may cancel"},
-                        409: {"description": "the status change is not allowed"}})
+             responses=problem_responses(
+                 _403="only coordinators may set this status",
+                 _404=NOT_YOURS.format(what="assignment"),
+                 _409="the status change is not allowed from the current status",
+                 _422="invalid fields, or a quarter that has not begun"))
 async def post_report(assignment_id: uuid.UUID, data: ReportCreate, request: Request,
-                      principal: CurrentPrincipal, session: Session, day: Today) -> Any:
+                      principal: CurrentPrincipal, session: Session, day: Today
+                      ) -> dict[str, Any]:
     try:
         async with session.begin():
             repo = TrackerRepository(session, request.app.state.topics)
@@ -267,7 +275,7 @@ async def post_report(assignment_id: uuid.UUID, data: ReportCreate, request: Req
     except AssignmentNotFound as exc:
         raise not_found("assignment") from exc
     except ReportRejected as exc:
-        return problem(exc.status_code, exc.field, exc.message, exc.kind)
+        raise field_problem(exc.status_code, exc.field, exc.message, exc.kind) from exc
     REPORTS_SUBMITTED.labels(status=data.status.value).inc()
     notify_relay(request)
     return {"report": report, "assignment": queries.assignment_public(assignment, day)}
@@ -291,11 +299,11 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-@router.get("/reports/implementation", response_model=None,
+@router.get("/reports/implementation", response_model=ImplementationReport,
             summary="Implementation table for a follow-up report (coordinators)",
-            responses={200: {"content": {"text/csv": {}},
-                             "description": "one row per recommendation"},
-                       403: {"description": "coordinator token required"}})
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "one row per recommendation, as JSON or CSV"},
+                       **problem_responses(403)})
 async def implementation_report(
     principal: Coordinator, session: Session, day: Today,
     source: Source | None = None, format: Literal["csv", "json"] = "json",
@@ -305,6 +313,4 @@ async def implementation_report(
     if format == "csv":
         return Response(export_csv(rows), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="{name}.csv"'})
-    items = [ImplementationRow.model_validate(r).model_dump(mode="json") for r in rows]
-    return JSONResponse({"source": source.value if source else None, "as_of": day.isoformat(),
-                         "count": len(items), "items": items})
+    return {"source": source, "as_of": day, "count": len(rows), "items": rows}

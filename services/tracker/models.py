@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from shared.events import AssignmentStatus, Source
+from shared.inputs import IsoDate
 
 SCHEMA = "tracker"
 metadata = MetaData(schema=SCHEMA)
@@ -186,7 +187,7 @@ class ReportCreate(TrackerModel):
     status: AssignmentStatus
     text: str = Field(min_length=1, max_length=20_000)
     evidence_links: list[HttpUrl] = Field(default_factory=list, max_length=50)
-    period: date | None = Field(
+    period: IsoDate | None = Field(
         default=None, description="Any day of the quarter reported on; default the current one")
 
 
@@ -296,3 +297,28 @@ class ImplementationRow(TrackerModel):
     latest_report_text: str | None
     latest_report_date: date | None
     latest_report_agency: str | None
+
+
+class RecommendationDetail(TrackerModel):
+    """A recommendation as the tracker holds it, with the assignments the reader may see."""
+
+    id: uuid.UUID
+    source: Source
+    reference: str
+    text: str
+    deadline: dict[str, Any] = Field(description="As written and normalized: text, start, due")
+    due_dates: list[dict[str, Any]]
+    executors: list[dict[str, Any]] = Field(description="[{name, role}] as resolved")
+    needs_deadline: bool
+    version: int
+    payload: dict[str, Any] = Field(description="Every field as posted to intake")
+    assignments: list[AssignmentPublic]
+
+
+class ImplementationReport(TrackerModel):
+    """The implementation table as JSON (`format=csv` gives the same rows as CSV)."""
+
+    source: Source | None
+    as_of: date
+    count: int
+    items: list[ImplementationRow]

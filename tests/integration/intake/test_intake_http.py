@@ -147,7 +147,7 @@ MALFORMED = [
     ("bare list", [UPR], 422, 'a batch must be {"items": [...]}'),
     ("oversized body", {**UPR, "text": "x" * MAX_BODY}, 413,
      f"request body over the limit of {MAX_BODY} bytes"),
-    ("too many items", {"items": [{}] * 10_001}, 413, "items: at most 10000 per request"),
+    ("too many items", {"items": [{}] * 10_001}, 422, "items: at most 10000 per request"),
     ("deeply nested JSON", _deep(40).encode(), 400, "nested deeper than 32 levels"),
     ("absurdly nested JSON", _deep(50_000).encode(), 400, "nested deeper than 32 levels"),
     ("non-UTF-8 body", b'{"source": "upr", "text": "caf\xe9"}', 400,

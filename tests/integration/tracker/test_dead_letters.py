@@ -39,7 +39,9 @@ async def test_non_json_and_wrong_schema_go_to_the_dead_letter_topic(tracker: Tr
     wrong_schema = json.dumps({"type": "recommendation.submitted", "recommendation_id": "nope",
                                "text": 42}).encode()
     # Valid by schema, refused by PostgreSQL (NUL in text): parked after a one-by-one retry.
-    unstorable = plan_event(plan, "nul", "Ministry of Justice", text="bad \x00 text")
+    # (Intake refuses such text since issue 7; a foreign producer still can send it.)
+    unstorable = plan_event(plan, "nul", "Ministry of Justice").model_copy(
+        update={"text": "bad \x00 text"})
     (unstorable_key, unstorable_body), = encoded([unstorable])
     valid = encoded(good)
     messages = [valid[0], (bad_json_key, b"\x00not json{"), valid[1],
