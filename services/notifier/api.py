@@ -11,13 +11,12 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BeforeValidator
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import AfterValidator, BeforeValidator
 
+from services.notifier.db_errors import is_database_problem
 from services.notifier.reminders import ReminderService
 from services.notifier.schemas import ERRORS, ErrorBody, LedgerEntryPublic, PassAnswer
 from shared.auth import Coordinator, CurrentPrincipal
-from shared.retry import is_transient_db_error
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["notifier"])
@@ -38,8 +37,16 @@ def iso_day(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
+def plausible_day(value: date) -> date:
+    """Passes reach years back (overdue horizon) and ahead; keep clear of date's limits."""
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"expected a date from {FIRST_DAY} to {LAST_DAY}")
+    return value
+
+
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-Day = Annotated[date, BeforeValidator(iso_day)]
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+Day = Annotated[date, BeforeValidator(iso_day), AfterValidator(plausible_day)]
 
 
 class LedgerStatus(StrEnum):
@@ -47,11 +54,6 @@ class LedgerStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     LATE = "late"
-
-
-def is_database_problem(exc: BaseException) -> bool:
-    """The database cannot answer right now (down, restarting, connection lost)."""
-    return isinstance(exc, SQLAlchemyError | OSError | TimeoutError) or is_transient_db_error(exc)
 
 
 def unavailable(exc: Exception) -> HTTPException:

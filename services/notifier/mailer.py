@@ -14,9 +14,14 @@ SMTP_DURATION = Histogram("hrtrack_smtp_send_duration_seconds", "SMTP send durat
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    """permanent: a 5xx answer, never retried. unreachable: the server itself could not be
+    reached or refused service (connection, timeout, 421), as opposed to a 4xx about this
+    message, so a successful probe of the server is reason to retry at once."""
+
+    def __init__(self, message: str, *, permanent: bool, unreachable: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,22 @@ async def send(message: EmailMessage, config: SmtpConfig) -> None:
                             permanent=all(500 <= c < 600 for c in codes)) from exc
     except aiosmtplib.SMTPResponseException as exc:
         raise DeliveryError(f"SMTP {exc.code}: {exc.message}",
-                            permanent=500 <= exc.code < 600) from exc
+                            permanent=500 <= exc.code < 600, unreachable=exc.code == 421) from exc
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False,
+                            unreachable=True) from exc
     finally:
         SMTP_DURATION.observe(time.perf_counter() - started)
+
+
+async def probe(config: SmtpConfig) -> bool:
+    """True when the server answers (connect, EHLO, QUIT): mail may be retried now."""
+    client = aiosmtplib.SMTP(hostname=config.host, port=config.port, timeout=config.timeout,
+                             start_tls=config.starttls)
+    try:
+        await client.connect()
+        await client.ehlo()
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return False
+    return True

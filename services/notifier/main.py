@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from services.notifier.api import router
 from services.notifier.consumer import TrackerEventsConsumer
+from services.notifier.db_errors import is_database_problem
 from services.notifier.reminders import ReminderService
 from services.notifier.settings import NotifierSettings
 from services.notifier.tracker_client import TrackerClient
@@ -38,8 +39,13 @@ async def scheduler(reminders: ReminderService, clock: Clock, settings: Notifier
                 await reminders.deliver_pending()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the scheduler must outlive any outage
-            log.exception("scheduled reminder work failed; will retry")
+        except Exception as exc:  # noqa: BLE001 - the scheduler must outlive any outage
+            if is_database_problem(exc):
+                # An outage: one line per retry, not a traceback every few seconds.
+                log.warning("reminder work waits for the database (%s); will retry",
+                            type(exc).__name__)
+            else:
+                log.exception("scheduled reminder work failed; will retry")
         await asyncio.sleep(settings.delivery_retry_seconds)
 
 

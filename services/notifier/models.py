@@ -108,6 +108,8 @@ class Digest(NotifierModel, table=True):
     subject: str | None = None
     last_error: str | None = None
     next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # The last failure was the server being unreachable (not a 4xx about this message).
+    server_unreachable: bool = False
     created_at: datetime = _ts()
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 

@@ -64,7 +64,7 @@ EMAILS = Counter("hrtrack_reminder_emails", "Digest emails by delivery outcome "
                  "(sent | retried: temporary failure, will retry | failed: permanent)",
                  ["outcome"])
 PENDING = Gauge("hrtrack_reminders_pending",
-                "Reminders claimed and not delivered yet (pending digests, carried over)")
+                "Reminders claimed and not delivered yet (in pending digests, or late)")
 PASS_DURATION = Histogram("hrtrack_reminder_pass_duration_seconds", "Reminder pass duration",
                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DUE_SET_DURATION = Histogram("hrtrack_reminder_due_set_seconds", "Due-set computation",
@@ -176,6 +176,7 @@ class ReminderService:
         # crash can then catch at most one digest between the server's "250" and the
         # commit that marks it sent.
         self._delivering = asyncio.Lock()
+        self._next_probe = 0.0  # time.monotonic() of the next SMTP probe allowed
         self.smtp = mailer.SmtpConfig(settings.smtp_host, settings.smtp_port,
                                       settings.smtp_timeout_seconds, settings.smtp_username,
                                       settings.smtp_password, settings.smtp_starttls)
@@ -442,7 +443,7 @@ class ReminderService:
 
     async def _deliver_due(self, report: PassReport | None) -> None:
         now = datetime.now(UTC)
-        woken = False
+        woken = await self._probe_if_unreachable(now)
         while True:
             async with self.sessions() as session, session.begin():
                 digest = (await session.execute(
@@ -461,12 +462,30 @@ class ReminderService:
                 {"sent": report.sent, "failed": report.failed,
                  "retry": report.retrying}[outcome["status"]].append(outcome)
 
+    async def _probe_if_unreachable(self, now: datetime) -> bool:
+        """While digests back off because the server was unreachable, ask the server (at
+        most once per retry interval) whether it is back; if so they go now. True when
+        they were woken."""
+        if time.monotonic() < self._next_probe:
+            return False
+        self._next_probe = time.monotonic() + self.settings.delivery_retry_seconds
+        async with self.sessions() as session:
+            waiting = (await session.execute(select(DIGESTS.c.id).where(
+                DIGESTS.c.status == "pending", DIGESTS.c.server_unreachable.is_(True),
+                DIGESTS.c.next_attempt_at > now).limit(1))).first()
+        if waiting is None or not await mailer.probe(self.smtp):
+            return False
+        await self._wake_backed_off(now)
+        return True
+
     async def _wake_backed_off(self, now: datetime) -> None:
-        """The SMTP server takes mail again: digests backing off after an outage go now
-        rather than when their backoff ends. Its own transaction, skipping rows another
-        delivery holds, so it never waits for (or deadlocks with) one."""
+        """The SMTP server takes mail again: digests backing off because it was unreachable
+        go now rather than when their backoff ends (those refused with a 4xx keep their
+        backoff). Its own transaction, skipping rows another delivery holds, so it never
+        waits for (or deadlocks with) one."""
         async with self.sessions() as session, session.begin():
             backed_off = (select(DIGESTS.c.id).where(DIGESTS.c.status == "pending",
+                                                     DIGESTS.c.server_unreachable.is_(True),
                                                      DIGESTS.c.next_attempt_at > now)
                           .with_for_update(skip_locked=True)).scalar_subquery()
             await session.execute(update(DIGESTS).where(DIGESTS.c.id.in_(backed_off))
@@ -529,6 +548,7 @@ class ReminderService:
             delay = backoff_seconds(attempts, self.settings.delivery_retry_seconds,
                                     self.settings.delivery_max_backoff_seconds)
             await self._update(session, digest["id"], attempts=attempts, last_error=error,
+                               server_unreachable=exc.unreachable,
                                next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
             return base | {"status": "retry", "error": error, "retry_in_seconds": delay}
         EMAILS.labels(outcome="sent").inc()
@@ -536,7 +556,7 @@ class ReminderService:
             REMINDERS_SENT.labels(kind=entry["kind"]).inc()
         await self._update(session, digest["id"], status="sent", attempts=attempts,
                            sent_at=datetime.now(UTC), message_id=message_id,
-                           subject=rendered.subject, last_error=None)
+                           subject=rendered.subject, last_error=None, server_unreachable=False)
         kinds: dict[str, int] = defaultdict(int)
         for entry in entries:
             kinds[entry["kind"]] += 1

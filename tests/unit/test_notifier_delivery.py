@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 
+from hrtrack.stack import free_port
 from services.notifier import mailer
 from services.notifier.reminders import backoff_seconds, message_id_for
 
@@ -33,27 +35,31 @@ class Refusing:
 
 
 @pytest.mark.parametrize(
-    ("exc", "permanent"),
+    ("exc", "permanent", "unreachable"),
     [
-        (aiosmtplib.SMTPResponseException(451, "try later"), False),
-        (aiosmtplib.SMTPResponseException(421, "closing"), False),
-        (aiosmtplib.SMTPResponseException(550, "no such user"), True),
+        (aiosmtplib.SMTPResponseException(451, "try later"), False, False),
+        (aiosmtplib.SMTPResponseException(421, "closing"), False, True),
+        (aiosmtplib.SMTPResponseException(550, "no such user"), True, False),
         (aiosmtplib.SMTPRecipientsRefused(
-            [aiosmtplib.SMTPRecipientRefused(550, "no", "a@x.kz")]), True),
+            [aiosmtplib.SMTPRecipientRefused(550, "no", "a@x.kz")]), True, False),
         (aiosmtplib.SMTPRecipientsRefused(
-            [aiosmtplib.SMTPRecipientRefused(452, "full", "a@x.kz")]), False),
-        (aiosmtplib.SMTPConnectError("refused"), False),
-        (aiosmtplib.SMTPServerDisconnected("gone"), False),
-        (ConnectionRefusedError(111, "refused"), False),
-        (TimeoutError(), False),
+            [aiosmtplib.SMTPRecipientRefused(452, "full", "a@x.kz")]), False, False),
+        (aiosmtplib.SMTPConnectError("refused"), False, True),
+        (aiosmtplib.SMTPServerDisconnected("gone"), False, True),
+        (ConnectionRefusedError(111, "refused"), False, True),
+        (TimeoutError(), False, True),
     ],
 )
 async def test_failures_are_temporary_unless_5xx(monkeypatch: pytest.MonkeyPatch,
-                                                 exc: Exception, permanent: bool) -> None:
+                                                 exc: Exception, permanent: bool,
+                                                 unreachable: bool) -> None:
     monkeypatch.setattr(aiosmtplib, "send", Refusing(exc))
     config = mailer.SmtpConfig("127.0.0.1", 1, 1.0)
-    from email.message import EmailMessage
-
     with pytest.raises(mailer.DeliveryError) as raised:
         await mailer.send(EmailMessage(), config)
     assert raised.value.permanent is permanent
+    assert raised.value.unreachable is unreachable
+
+
+async def test_probe_of_a_closed_port_says_no() -> None:
+    assert await mailer.probe(mailer.SmtpConfig("127.0.0.1", free_port(), 1.0)) is False

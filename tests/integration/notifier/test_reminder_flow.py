@@ -278,8 +278,10 @@ async def test_ledger_is_scoped_to_the_agency(flow: Flow, infra: Infra) -> None:
 
 
 async def test_bad_input_is_a_clear_422(flow: Flow) -> None:
-    bad_day = await flow.client.post("/v1/reminders/run", params={"as_of": "2041-13-01"})
-    assert bad_day.status_code == 422 and "as_of" in bad_day.json()["detail"]
+    for day in ("2041-13-01", "0", "20410101", "0004-03-13"):
+        bad_day = await flow.client.post("/v1/reminders/run", params={"as_of": day})
+        assert bad_day.status_code == 422, day
+        assert "as_of" in bad_day.json()["detail"]
     bad_status = await flow.client.get("/v1/reminders", params={"status": "lost"})
     assert bad_status.status_code == 422 and "status" in bad_status.json()["detail"]
 

@@ -1,0 +1,40 @@
+"""Which database errors are the data's fault (poison) and which are waited out."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from services.notifier.db_errors import is_data_error, sqlstate
+
+
+def wrapped(orig: BaseException) -> DBAPIError:
+    return DBAPIError("INSERT ...", {}, orig)
+
+
+@pytest.mark.parametrize(
+    ("orig", "state", "data"),
+    [
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), "23505", True),
+        (asyncpg.exceptions.StringDataRightTruncationError("too long"), "22001", True),
+        (asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"),
+         "57P03", False),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), "57P01", False),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), "40P01", False),
+    ],
+)
+def test_sqlstate_anywhere_in_the_chain(orig: BaseException, state: str, data: bool) -> None:
+    exc = wrapped(orig)
+    assert sqlstate(exc) == state
+    assert is_data_error(exc) is data
+    try:
+        raise RuntimeError("while storing") from exc
+    except RuntimeError as outer:
+        assert sqlstate(outer) == state
+
+
+def test_errors_without_sqlstate_are_waited_out() -> None:
+    assert sqlstate(ConnectionRefusedError(111, "refused")) is None
+    assert not is_data_error(ConnectionRefusedError(111, "refused"))
+    assert not is_data_error(wrapped(OSError("connection reset")))
