@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import AfterValidator, BeforeValidator
 
-from services.notifier.db_errors import is_database_problem
 from services.notifier.reminders import ReminderService
 from services.notifier.schemas import ERRORS, ErrorBody, LedgerEntryPublic, PassAnswer
 from shared.auth import Coordinator, CurrentPrincipal
+from shared.retry import is_database_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["notifier"])

@@ -23,12 +23,12 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.notifier.db_errors import is_data_error
 from services.notifier.models import AgencyContact, DueDateRow, TrackedAssignment, utcnow
 from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
 from shared.events import AgencyEvent, AssignmentEvent, DueKind
 from shared.kafka import send_to_dead_letters
+from shared.retry import is_data_error
 
 log = logging.getLogger(__name__)
 AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]

@@ -13,13 +13,13 @@ from fastapi.openapi.utils import get_openapi
 
 from services.notifier.api import router
 from services.notifier.consumer import TrackerEventsConsumer
-from services.notifier.db_errors import is_database_problem
 from services.notifier.reminders import ReminderService
 from services.notifier.settings import NotifierSettings
 from services.notifier.tracker_client import TrackerClient
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.kafka import ensure_topics, make_broker, wait_for_broker, watch_consumer_lag
+from shared.retry import is_database_problem
 from shared.web import configure_logging, create_app, supervised
 
 log = logging.getLogger("hrtrack.notifier")

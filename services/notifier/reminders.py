@@ -37,7 +37,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier import mailer
-from services.notifier.db_errors import is_data_error
 from services.notifier.digest import DigestItem, build_email, render_digest
 from services.notifier.models import (
     SCHEMA,
@@ -50,6 +49,7 @@ from services.notifier.models import (
 from services.notifier.policy import ReminderKind, ReminderPolicy, offsets_for_day, route
 from services.notifier.settings import NotifierSettings
 from services.notifier.tracker_client import TrackerClient
+from shared.retry import is_data_error
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ PostgreSQL and SMTP sink:
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -102,8 +103,9 @@ async def world(infra: Infra) -> AsyncIterator[World]:
     try:
         async with running(intake, token) as intake_client, \
                 running(tracker, token) as client, running(notifier, token) as notifier_client:
-            cases = {kind: await one_case(infra, intake_client, client, tag, kind, payload)
-                     for kind, payload in PAYLOADS.items()}
+            made = await asyncio.gather(*(one_case(infra, intake_client, client, tag, kind,
+                                                    payload) for kind, payload in PAYLOADS.items()))
+            cases = {case.kind: case for case in made}
 
             async def notifier_knows_all() -> bool:
                 async with engine.connect() as conn:

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from services.notifier.db_errors import is_data_error, sqlstate
+from shared.retry import is_data_error, is_transient_db_error, sqlstate
 
 
 def wrapped(orig: BaseException) -> DBAPIError:
@@ -38,3 +38,21 @@ def test_errors_without_sqlstate_are_waited_out() -> None:
     assert sqlstate(ConnectionRefusedError(111, "refused")) is None
     assert not is_data_error(ConnectionRefusedError(111, "refused"))
     assert not is_data_error(wrapped(OSError("connection reset")))
+
+
+@pytest.mark.parametrize(
+    ("orig", "transient"),
+    [
+        (asyncpg.exceptions.CannotConnectNowError("the database system is shutting down"), True),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), True),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
+        (asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence"), False),
+    ],
+)
+def test_outages_are_waited_out_and_bad_data_is_not(orig: BaseException, transient: bool) -> None:
+    assert is_transient_db_error(wrapped(orig)) is transient
+
+
+def test_a_refused_connection_is_waited_out() -> None:
+    assert is_transient_db_error(ConnectionRefusedError(111, "refused"))
