@@ -50,16 +50,20 @@ async def load(pool: asyncpg.Pool, n: int, agencies: int, seed: int = 3) -> int:
         start = due - timedelta(days=365)
         status = "implemented" if rng.random() < 0.3 else rng.choice(
             ("not_started", "in_progress", "partially_implemented"))
+        role = rng.choice(("lead", "co", "partner"))
         assignment_rows.append((
-            aid, uuid.uuid4(), agency[0], agency[1], rng.choice(("lead", "co", "partner")),
+            aid, uuid.uuid4(), agency[0], agency[1], role,
             status, "plan", f"BENCH / Chapter {i % 40} / action {i}",
             f"Action {i}: ensure every allegation of torture is investigated promptly.",
             '{"text": "2011", "start": null, "due": null, "recurrence": null}', start, [], 1,
             now))
-        due_rows.append((aid, "deadline", due, start))
+        # agency, status and role are copied onto the due rows as the consumer does, so
+        # the table's keep-in-sync triggers have nothing to fill in.
+        due_rows.append((aid, "deadline", due, start, agency[0], status, role))
         quarter = date(start.year, 3 * ((start.month - 1) // 3) + 1, 1)
         for _ in range(4):  # a year of quarterly progress reports
-            due_rows.append((aid, "report", quarter_report_due(quarter), quarter))
+            due_rows.append((aid, "report", quarter_report_due(quarter), quarter, agency[0],
+                             status, role))
             quarter = (quarter + timedelta(days=95)).replace(day=1)
             quarter = quarter.replace(month=3 * ((quarter.month - 1) // 3) + 1)
     async with pool.acquire() as conn:
@@ -74,7 +78,8 @@ async def load(pool: asyncpg.Pool, n: int, agencies: int, seed: int = 3) -> int:
                      "reported_periods", "version", "updated_at"])
         await conn.copy_records_to_table(
             "due_dates", schema_name="notifier", records=due_rows,
-            columns=["assignment_id", "kind", "due_date", "period_start"])
+            columns=["assignment_id", "kind", "due_date", "period_start", "agency_id", "status",
+                     "role"])
         await conn.execute("ANALYZE notifier.assignments; ANALYZE notifier.due_dates; "
                            "ANALYZE notifier.agency_contacts")
     return len(due_rows)

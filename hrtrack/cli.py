@@ -28,6 +28,19 @@ def stack_info(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def service_and_token(args: argparse.Namespace, service: str) -> tuple[str, str] | None:
+    """The service's URL and a token: flags, then HRTRACK_* variables, then the dev stack."""
+    info = stack_info(args)
+    url = args.url or os.environ.get(f"HRTRACK_{service.upper()}_URL") \
+        or info.get(f"{service}_url")
+    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
+    if not url or not token:
+        print(f"no {service}: set HRTRACK_DATA_DIR to a running dev stack, or --url and "
+              "--token", file=sys.stderr)
+        return None
+    return url, token
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from hrtrack.devstack import run_dev
 
@@ -85,13 +98,10 @@ def cmd_plan_parse(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from hrtrack.push import push_file
 
-    info = stack_info(args)
-    url = args.url or os.environ.get("HRTRACK_INTAKE_URL") or info.get("intake_url")
-    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
-    if not url or not token:
-        print("no intake: set HRTRACK_DATA_DIR to a running dev stack, or --url and --token",
-              file=sys.stderr)
+    found = service_and_token(args, "intake")
+    if found is None:
         return 2
+    url, token = found
     return push_file(Path(args.file), url=url, token=token, source=args.source,
                      batch_size=args.batch_size)
 
@@ -99,26 +109,20 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_agencies_load(args: argparse.Namespace) -> int:
     from hrtrack.agencies import load_file
 
-    info = stack_info(args)
-    url = args.url or os.environ.get("HRTRACK_TRACKER_URL") or info.get("tracker_url")
-    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
-    if not url or not token:
-        print("no tracker: set HRTRACK_DATA_DIR to a running dev stack, or --url and --token",
-              file=sys.stderr)
+    found = service_and_token(args, "tracker")
+    if found is None:
         return 2
+    url, token = found
     return load_file(Path(args.file), url=url, token=token)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from hrtrack.replay import replay
 
-    info = stack_info(args)
-    url = args.url or os.environ.get("HRTRACK_NOTIFIER_URL") or info.get("notifier_url")
-    token = args.token or os.environ.get("HRTRACK_TOKEN") or info.get("coordinator_token")
-    if not url or not token:
-        print("no notifier: set HRTRACK_DATA_DIR to a running dev stack, or --url and --token",
-              file=sys.stderr)
+    found = service_and_token(args, "notifier")
+    if found is None:
         return 2
+    url, token = found
     return replay(url=url, token=token, start=date.fromisoformat(args.start),
                   end=date.fromisoformat(args.end))
 

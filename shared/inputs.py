@@ -77,3 +77,27 @@ def _iso_date(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+
+def utf8_text(body: bytes, what: str = "body") -> str:
+    """The body as text; ValueError naming the first byte that is not UTF-8 and its line."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{what} is not UTF-8: byte 0x{body[exc.start]:02x} at offset "
+                         f"{exc.start} (line {line})") from exc
+    return text.removeprefix("\ufeff")  # a byte-order mark is not content
+
+
+def json_depth_exceeded(value: Any, limit: int) -> bool:
+    """Deeper than `limit` levels of objects and arrays (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.inputs import unstorable
+from shared.inputs import json_depth_exceeded, unstorable, utf8_text
 from shared.metrics import HttpMetricsMiddleware, package_version, set_build_info
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -196,24 +196,9 @@ class BodySizeLimit:
 def decode_utf8(body: bytes, what: str = "body") -> str:
     """The body as text; 400 naming the first byte that is not UTF-8, its offset and line."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        raise ProblemError(400, f"{what} is not UTF-8: byte 0x{body[exc.start]:02x} at offset "
-                                f"{exc.start} (line {line})") from exc
-    return text.removeprefix("\ufeff")  # a byte-order mark is not content
-
-
-def _depth_exceeded(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
+        return utf8_text(body, what)
+    except ValueError as exc:
+        raise ProblemError(400, str(exc)) from exc
 
 
 def read_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -229,7 +214,7 @@ def read_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise ProblemError(400, f"body is nested deeper than {max_depth} levels") from exc
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise ProblemError(400, f"body is not usable JSON: {exc}") from exc
-    if _depth_exceeded(value, max_depth):
+    if json_depth_exceeded(value, max_depth):
         raise ProblemError(400, f"body is nested deeper than {max_depth} levels")
     bad = unstorable(value)
     if bad:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.events import RecommendationEvent
+from shared.inputs import json_depth_exceeded, utf8_text
 from shared.plan_parser import PlanAction
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
 
@@ -105,26 +106,9 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, An
 def decode_utf8(body: bytes, what: str = "body") -> str:
     """The body as text; BadRequest naming the first byte that is not UTF-8 and its line."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        raise BadRequest(
-            f"{what} is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start} "
-            f"(line {line})"
-        ) from exc
-    return text.removeprefix("\ufeff")  # a byte-order mark is not content
-
-
-def _depth_exceeded(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
+        return utf8_text(body, what)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -141,7 +125,7 @@ def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise BadRequest(f"body is nested deeper than {max_depth} levels") from exc
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise BadRequest(f"body is not usable JSON: {exc}") from exc
-    if _depth_exceeded(value, max_depth):
+    if json_depth_exceeded(value, max_depth):
         raise BadRequest(f"body is nested deeper than {max_depth} levels")
     return value
 
