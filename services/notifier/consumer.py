@@ -19,7 +19,7 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
-from sqlalchemy import delete
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -47,6 +47,15 @@ def latest_by_key(events: list[Any], key: str) -> list[Any]:
         latest.pop(getattr(event, key), None)
         latest[getattr(event, key)] = event
     return list(latest.values())
+
+
+DUE_COLUMNS = {"assignment_id": "uuid", "kind": "text", "due_date": "date",
+               "period_start": "date", "agency_id": "uuid", "status": "text", "role": "text"}
+INSERT_DUE_DATES = text(
+    f"INSERT INTO notifier.due_dates ({', '.join(DUE_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in DUE_COLUMNS.items())
+    + ") ON CONFLICT DO NOTHING")
+REPLACE_DELETE = text("DELETE FROM notifier.due_dates WHERE assignment_id = ANY(:ids)")
 
 
 def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[dict[str, Any]]:
@@ -162,12 +171,13 @@ class TrackerEventsConsumer:
             applied = {r.id for r in (await session.execute(stmt, rows)).all()} if rows else set()
             fresh = [e for e in events if e.assignment_id in applied]
             if fresh:
-                await session.execute(delete(DUE_DATES).where(
-                    DUE_DATES.c.assignment_id.in_([e.assignment_id for e in fresh])))
+                await session.execute(REPLACE_DELETE,
+                                      {"ids": [e.assignment_id for e in fresh]})
                 new_rows = [row for e in fresh for row in due_rows(e, self.policy)]
                 if new_rows:
-                    await session.execute(pg_insert(DUE_DATES).on_conflict_do_nothing(),
-                                          new_rows)
+                    # One statement for the whole batch (an executemany runs once per row).
+                    await session.execute(INSERT_DUE_DATES, {
+                        column: [row[column] for row in new_rows] for column in DUE_COLUMNS})
 
     async def store_agencies(self, events: list[AgencyEvent]) -> None:
         rows = [{"id": e.agency_id, "name": e.name, "emails": e.emails, "language": e.language,
