@@ -16,13 +16,9 @@ from hrtrack.devstack import DevStack
 
 @contextlib.contextmanager
 def fresh_stack(extra_env: dict[str, str] | None = None) -> Iterator[DevStack]:
-    with tempfile.TemporaryDirectory(prefix="hrtrack-bench-") as tmp:
-        stack = DevStack(Path(tmp), extra_env=extra_env or {})
-        try:
-            stack.start()
-            yield stack
-        finally:
-            stack.stop()
+    with tempfile.TemporaryDirectory(prefix="hrtrack-bench-") as tmp, \
+            DevStack(Path(tmp), extra_env=extra_env or {}) as stack:
+        yield stack
 
 
 class PeakMemory:

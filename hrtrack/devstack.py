@@ -23,7 +23,14 @@ from typing import Any
 
 import httpx
 
-from hrtrack.stack import Broker, ManagedProcess, Postgres, SmtpSink, free_port
+from hrtrack.stack import (
+    Broker,
+    ManagedProcess,
+    Postgres,
+    SmtpSink,
+    free_port,
+    service_process,
+)
 from shared.auth import Role, create_token
 
 SERVICES = ("intake", "tracker", "notifier")
@@ -104,16 +111,21 @@ class DevStack:
 
     def start_service(self, service: str) -> None:
         port = self.ports.setdefault(service, free_port())
-        process = ManagedProcess(
-            service,
-            [sys.executable, "-m", "uvicorn", f"services.{service}.main:app", "--host",
-             "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-             "--timeout-graceful-shutdown", "10"],
-            self.logs / f"{service}.log",
-            env=self.service_env(service),
-        )
+        process = service_process(service, port, self.logs / f"{service}.log",
+                                  self.service_env(service))
         process.start()
         self.services[service] = process
+
+    def __enter__(self) -> DevStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"

@@ -272,3 +272,15 @@ class SmtpSink:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+
+def service_process(service: str, port: int, log_path: Path,
+                    env: dict[str, str] | None = None) -> ManagedProcess:
+    """One hrtrack service (`services.<name>.main:app`) as a uvicorn process on `port`."""
+    return ManagedProcess(
+        service,
+        [sys.executable, "-m", "uvicorn", f"services.{service}.main:app", "--host",
+         "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+         "--timeout-graceful-shutdown", "10"],
+        log_path, env=env,
+    )

@@ -8,9 +8,10 @@ deduplicate with `event_id`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,22 @@ class DueDate(BaseModel):
     kind: DueKind
     due: date
     start: date | None = None
+
+
+E = TypeVar("E")
+
+
+def latest_per_key(events: Iterable[E], key: Callable[[E], Any]) -> list[E]:
+    """The last event of each key, in the order the last ones came.
+
+    A key's events are ordered on its partition, so within a batch (or one request) only
+    the last one matters.
+    """
+    latest: dict[Any, E] = {}
+    for event in events:
+        latest.pop(key(event), None)
+        latest[key(event)] = event
+    return list(latest.values())
 
 
 def _now() -> datetime:

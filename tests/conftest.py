@@ -102,5 +102,11 @@ async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
+# Consumer groups rejoin quickly after a restart; no scheduled passes in the way of tests.
+STACK_TEST_ENV = {"HRTRACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
+                  "HRTRACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+                  "HRTRACK_PASS_INTERVAL_SECONDS": "0"}
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -7,9 +7,14 @@ import email
 import email.policy
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
+
+import httpx
+
+from hrtrack.stack import ManagedProcess, service_process
 
 T = TypeVar("T")
 
@@ -47,3 +52,38 @@ def plain_text(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None, "mail has no text/plain part"
     return str(part.get_content())
+
+
+@dataclass
+class ServiceProcess:
+    """One service run as a real process (to kill it with SIGKILL and start it again)."""
+
+    service: str
+    env: dict[str, str]
+    port: int
+    log: Path
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ManagedProcess:
+        self.process = service_process(self.service, self.port, self.log, self.env)
+        self.process.start()
+        return self.process
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    async def wait_ready(self, timeout: float = 90) -> None:
+        async def ready() -> bool:
+            assert self.process is not None and self.process.running, self.log_tail()
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(self.url + "/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, timeout=timeout, interval=0.2,
+                         what=f"{self.service} process ready")

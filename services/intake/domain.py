@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.events import RecommendationEvent
+from shared.events import RecommendationEvent, latest_per_key
 from shared.inputs import json_depth_exceeded, utf8_text
 from shared.plan_parser import PlanAction
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
@@ -207,11 +207,7 @@ def item_source(raw: Any) -> str:
 
 def deduplicate(events: Iterable[RecommendationEvent]) -> list[RecommendationEvent]:
     """Within one request the last version of a recommendation wins (per-key order is kept)."""
-    latest: dict[Any, RecommendationEvent] = {}
-    for event in events:
-        latest.pop(event.recommendation_id, None)
-        latest[event.recommendation_id] = event
-    return list(latest.values())
+    return latest_per_key(events, lambda e: e.recommendation_id)
 
 
 def unique_ids(events: Iterable[RecommendationEvent]) -> list[str]:

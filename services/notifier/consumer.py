@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any
 
 from faststream import AckPolicy
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.notifier.models import AgencyContact, DueDateRow, TrackedAssignment, utcnow
 from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
-from shared.events import AgencyEvent, AssignmentEvent, DueKind
+from shared.events import AgencyEvent, AssignmentEvent, DueKind, latest_per_key
 from shared.kafka import send_to_dead_letters
 from shared.retry import is_data_error
 
@@ -42,11 +43,7 @@ def raw_bodies(msg: Any) -> Any:
 
 def latest_by_key(events: list[Any], key: str) -> list[Any]:
     """Within a batch only the last event per id matters (events of one key are ordered)."""
-    latest: dict[Any, Any] = {}
-    for event in events:
-        latest.pop(getattr(event, key), None)
-        latest[getattr(event, key)] = event
-    return list(latest.values())
+    return latest_per_key(events, attrgetter(key))
 
 
 DUE_COLUMNS = {"assignment_id": "uuid", "kind": "text", "due_date": "date",

@@ -6,10 +6,11 @@ and `reports`. Another agency's data is answered with 404, like missing data.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -154,6 +155,17 @@ async def list_agencies(principal: CurrentPrincipal, session: Session,
     return [agency_public(dict(r)) for r in (await session.execute(query)).mappings().all()]
 
 
+@contextlib.contextmanager
+def agency_problems() -> Iterator[None]:
+    """The directory's refusals as answers naming the field."""
+    try:
+        yield
+    except AliasConflict as exc:
+        raise field_problem(409, "aliases", str(exc), "alias_conflict") from exc
+    except NoUsableName as exc:
+        raise field_problem(422, "name", str(exc), "value_error") from exc
+
+
 @router.post("/agencies", status_code=status.HTTP_201_CREATED, response_model=AgencyPublic,
              summary="Create an agency (or update the one its name or an alias resolves to)",
              responses={201: {"description": "the agency was created"},
@@ -162,15 +174,11 @@ async def list_agencies(principal: CurrentPrincipal, session: Session,
                         **problem_responses(403, _409="an alias belongs to another agency")})
 async def create_agency(data: AgencyCreate, principal: Coordinator, session: Session,
                         request: Request, response: Response) -> dict[str, Any]:
-    try:
+    with agency_problems():
         async with session.begin():
             repo = TrackerRepository(session, request.app.state.topics)
             row, created = await upsert_agency(repo, data, principal.subject)
             await repo.flush()
-    except AliasConflict as exc:
-        raise field_problem(409, "aliases", str(exc), "alias_conflict") from exc
-    except NoUsableName as exc:
-        raise field_problem(422, "name", str(exc), "value_error") from exc
     notify_relay(request)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -182,17 +190,13 @@ async def create_agency(data: AgencyCreate, principal: Coordinator, session: Ses
             responses=problem_responses(403, _404="no such agency", _409="alias taken"))
 async def put_agency(agency_id: uuid.UUID, data: AgencyUpdate, principal: Coordinator,
                      session: Session, request: Request) -> dict[str, Any]:
-    try:
+    with agency_problems():
         async with session.begin():
             repo = TrackerRepository(session, request.app.state.topics)
             row = await update_agency(repo, agency_id, data, principal.subject)
             if row is None:
                 raise not_found("agency")
             await repo.flush()
-    except AliasConflict as exc:
-        raise field_problem(409, "aliases", str(exc), "alias_conflict") from exc
-    except NoUsableName as exc:
-        raise field_problem(422, "name", str(exc), "value_error") from exc
     notify_relay(request)
     return agency_public(row)
 

@@ -181,11 +181,3 @@ def overall_status(assignments: Iterable[tuple[str, AssignmentStatus | str]]) ->
     if AssignmentStatus.IN_PROGRESS in distinct:
         return AssignmentStatus.IN_PROGRESS
     return AssignmentStatus.NOT_IMPLEMENTED
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

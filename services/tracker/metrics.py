@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.domain import quarter_start
-from services.tracker.repository import AGENCIES, ASSIGNMENTS, RECOMMENDATIONS
+from services.tracker.repository import AGENCIES, ASSIGNMENTS, OUTBOX, RECOMMENDATIONS
 from shared.clock import Clock
 from shared.deadlines import quarterly_report_periods
 from shared.events import CLOSED_STATUSES, AssignmentStatus, Source
@@ -31,6 +31,10 @@ DUE_THIS_QUARTER = Gauge("hrtrack_assignments_due_this_quarter",
                          "Open assignments whose own deadline falls in the current quarter")
 REPORTS_SUBMITTED = Counter("hrtrack_reports_submitted", "Progress reports accepted, by status",
                             ["status"])
+# Refreshed here, not by the relay: they must keep moving while the relay cannot publish.
+OUTBOX_BACKLOG = Gauge("hrtrack_outbox_backlog", "Outbox events not yet published")
+OUTBOX_OLDEST_AGE = Gauge("hrtrack_outbox_oldest_age_seconds",
+                          "Age of the oldest unpublished event")
 NEEDING_REVIEW = Gauge("hrtrack_agencies_needing_review",
                        "Agencies first seen as executor names, not yet reviewed")
 
@@ -64,6 +68,9 @@ async def refresh(engine: AsyncEngine, today: date) -> None:
         ))).one()
         review = (await conn.execute(select(func.count()).select_from(AGENCIES)
                                      .where(AGENCIES.c.needs_review))).scalar_one()
+        backlog, oldest = (await conn.execute(
+            select(func.count(), func.min(OUTBOX.c.created_at))
+            .where(OUTBOX.c.published_at.is_(None)))).one()
     # No await below: a scrape never sees a half-updated set.
     for source in Source:
         RECOMMENDATIONS_GAUGE.labels(source=source.value).set(by_source.get(source.value, 0))
@@ -80,6 +87,8 @@ async def refresh(engine: AsyncEngine, today: date) -> None:
     OVERDUE.set(overdue)
     DUE_THIS_QUARTER.set(due_now)
     NEEDING_REVIEW.set(review)
+    OUTBOX_BACKLOG.set(backlog)
+    OUTBOX_OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
 
 
 async def refresh_forever(engine: AsyncEngine, clock: Clock, interval: float) -> None:

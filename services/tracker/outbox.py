@@ -13,8 +13,8 @@ import logging
 from datetime import UTC, datetime
 
 from faststream.kafka import KafkaBroker
-from prometheus_client import Counter, Gauge
-from sqlalchemy import func, select, text
+from prometheus_client import Counter
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.models import OutboxEvent
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 OUTBOX = OutboxEvent.__table__  # type: ignore[attr-defined]
 RELAY_LOCK_ID = 0x6872_7472  # "hrtr"
 
-BACKLOG = Gauge("hrtrack_outbox_backlog", "Outbox events not yet published")
-OLDEST_AGE = Gauge("hrtrack_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
 PUBLISHED = Counter("hrtrack_outbox_published", "Outbox events published")
 
 
@@ -63,7 +61,6 @@ class OutboxRelay:
                 while True:
                     published = await self.publish_batch()
                     if published < self.batch_size:
-                        await self._update_gauges()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                         self._wake.clear()
@@ -95,11 +92,3 @@ class OutboxRelay:
                 {"now": datetime.now(UTC), "ids": [r.id for r in rows]})
         PUBLISHED.inc(len(rows))
         return len(rows)
-
-    async def _update_gauges(self) -> None:
-        async with self.engine.connect() as conn:
-            count, oldest = (await conn.execute(
-                select(func.count(), func.min(OUTBOX.c.created_at))
-                .where(OUTBOX.c.published_at.is_(None)))).one()
-        BACKLOG.set(count)
-        OLDEST_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)

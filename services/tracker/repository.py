@@ -47,6 +47,7 @@ from shared.events import (
     DueDate,
     EventBase,
     RecommendationEvent,
+    latest_per_key,
 )
 from shared.ids import agency_id as make_agency_id
 from shared.ids import assignment_id as make_assignment_id
@@ -254,10 +255,8 @@ class TrackerRepository:
         event last applied (a late re-delivery) never overwrites newer content.
         """
         result = IngestResult()
-        latest: dict[uuid.UUID, RecommendationEvent] = {}
-        for event in events:  # a key's events arrive in order: the last one in a batch wins
-            latest.pop(event.recommendation_id, None)
-            latest[event.recommendation_id] = event
+        latest = {e.recommendation_id: e
+                  for e in latest_per_key(events, lambda e: e.recommendation_id)}
         existing: dict[uuid.UUID, Any] = {}
         for ids in chunks(list(latest)):
             for r in (await self.session.execute(

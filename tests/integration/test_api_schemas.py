@@ -34,21 +34,15 @@ from pathlib import Path
 import pytest
 
 from hrtrack.devstack import DevStack
+from tests.conftest import STACK_TEST_ENV
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(tmp_path_factory.mktemp("schemas"),
-                   extra_env={"HRTRACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
-                              "HRTRACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-                              "HRTRACK_PASS_INTERVAL_SECONDS": "0"})
-    try:
-        dev.start()
+    with DevStack(tmp_path_factory.mktemp("schemas"), extra_env=STACK_TEST_ENV) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.mark.parametrize("service", ["intake", "tracker", "notifier"])

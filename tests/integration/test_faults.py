@@ -15,21 +15,15 @@ import httpx
 import pytest
 
 from hrtrack.devstack import DevStack
+from tests.conftest import STACK_TEST_ENV
 from tests.helpers import eventually
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(tmp_path_factory.mktemp("faults"),
-                   extra_env={"HRTRACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
-                              "HRTRACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-                              "HRTRACK_DB_RETRY_MAX_SECONDS": "1",
-                              "HRTRACK_PASS_INTERVAL_SECONDS": "0"})
-    try:
-        dev.start()
+    env = {**STACK_TEST_ENV, "HRTRACK_DB_RETRY_MAX_SECONDS": "1"}
+    with DevStack(tmp_path_factory.mktemp("faults"), extra_env=env) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 def items(plan: str, count: int, start: int = 0) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from hrtrack.devstack import DevStack
 from hrtrack.stack import ManagedProcess, free_port, wait_for_port
 from shared.settings import TOPIC_RECOMMENDATIONS
+from tests.conftest import STACK_TEST_ENV
 from tests.helpers import eventually
 from tests.infra_expressions import alert_expressions, dashboard_expressions
 
@@ -73,14 +74,10 @@ def split_top_level_and(expr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(tmp_path_factory.mktemp("obs"), clock=None,
-                   extra_env={"HRTRACK_KAFKA_SESSION_TIMEOUT_MS": "2000",
-                              "HRTRACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300"})
-    try:
-        dev.start()
+    # Scheduled passes on, as in production.
+    env = {**STACK_TEST_ENV, "HRTRACK_PASS_INTERVAL_SECONDS": "300"}
+    with DevStack(tmp_path_factory.mktemp("obs"), extra_env=env) as dev:
         yield dev
-    finally:
-        dev.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hrtrack.stack import ManagedProcess, free_port
 from tests.conftest import Infra, unique
-from tests.helpers import eventually
+from tests.helpers import ServiceProcess, eventually
 from tests.integration.notifier.support import (
     Agency,
     Assignment,
@@ -74,39 +73,9 @@ class ScriptedServer:
             return [parse_mail(raw) for raw in self.saved]
 
 
-@dataclass
-class Notifier:
-    env: dict[str, str]
-    port: int
-    log: Path
-    process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> ManagedProcess:
-        self.process = ManagedProcess(
-            "notifier",
-            [sys.executable, "-m", "uvicorn", "services.notifier.main:app", "--host",
-             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            self.log, env=self.env)
-        self.process.start()
-        async with httpx.AsyncClient(timeout=2) as http:
-            async def ready() -> bool:
-                assert self.process is not None and self.process.running, "notifier exited"
-                try:
-                    return (await http.get(f"{self.url}/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(ready, timeout=60, what="notifier process ready")
-        return self.process
-
-
 @pytest.fixture(scope="module")
 async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory
-                ) -> AsyncIterator[tuple[Notifier, ScriptedServer, dict[str, Any]]]:
+                ) -> AsyncIterator[tuple[ServiceProcess, ScriptedServer, dict[str, Any]]]:
     tag = unique("crash")
     domain = f"{tag}.hrtrack.test"
     server = ScriptedServer()
@@ -124,12 +93,14 @@ async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory
            "HRTRACK_DELIVERY_MAX_BACKOFF_SECONDS": "1", "HRTRACK_TRACKER_LOOKUP": "false",
            "HRTRACK_POLICY__OVERDUE_HORIZON_DAYS": "200",
            "HRTRACK_KAFKA_SESSION_TIMEOUT_MS": "2000", "HRTRACK_KAFKA_HEARTBEAT_INTERVAL_MS": "300"}
-    notifier = Notifier(env, free_port(), tmp_path_factory.mktemp("crash") / "notifier.log")
+    notifier = ServiceProcess("notifier", env, free_port(),
+                              tmp_path_factory.mktemp("crash") / "notifier.log")
     agencies = [Agency(f"Agency {n} {tag}", [f"a{n}@{domain}"]) for n in range(AGENCIES)]
     work = [Assignment(a, date(2049, 3, 31), date(2049, 1, 1)) for a in agencies]
     engine = create_async_engine(infra.database_url)
     try:
-        server.victim = await notifier.start()
+        server.victim = notifier.start()
+        await notifier.wait_ready(60)
         await publish(infra, f"agencies-{tag}", [a.event() for a in agencies])
         await publish(infra, f"assignments-{tag}", [a.event() for a in work])
         await wait_stored(engine, work, agencies)
@@ -142,7 +113,7 @@ async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory
         controller.stop()
 
 
-async def run_pass_and_get_killed(notifier: Notifier, token: str, day: date) -> None:
+async def run_pass_and_get_killed(notifier: ServiceProcess, token: str, day: date) -> None:
     async with httpx.AsyncClient(timeout=60) as http:
         with pytest.raises(httpx.TransportError):
             await http.post(f"{notifier.url}/v1/reminders/run", params={"as_of": str(day)},
@@ -153,9 +124,10 @@ async def run_pass_and_get_killed(notifier: Notifier, token: str, day: date) -> 
     await asyncio.to_thread(process.proc.wait, 10)
 
 
-async def restart_and_finish(notifier: Notifier, server: ScriptedServer, token: str,
+async def restart_and_finish(notifier: ServiceProcess, server: ScriptedServer, token: str,
                              day: date, expected_mails: int) -> None:
-    server.victim = await notifier.start()
+    server.victim = notifier.start()
+    await notifier.wait_ready(60)
     async with httpx.AsyncClient(timeout=60) as http:
         again = await http.post(f"{notifier.url}/v1/reminders/run",
                                 params={"as_of": str(day)},

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hrtrack.stack import ManagedProcess, free_port
+from hrtrack.stack import free_port
 from services.tracker.agencies import read_directory
 from services.tracker.repository import ASSIGNMENTS, HISTORY, RECOMMENDATIONS
 from services.tracker.settings import DEFAULT_DIRECTORY
@@ -26,48 +25,16 @@ from shared.events import RecommendationEvent
 from shared.executors import agency_key
 from shared.ids import agency_id, assignment_id
 from tests.conftest import Infra, unique
-from tests.helpers import eventually
+from tests.helpers import ServiceProcess, eventually
 from tests.integration.tracker.support import encoded, plan_event, produce
 
 TOTAL = 10_000
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@dataclass
-class TrackerProcess:
-    env: dict[str, str]
-    port: int
-    log: Path
-    process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = ManagedProcess(
-            "tracker", [sys.executable, "-m", "uvicorn", "services.tracker.main:app",
-                        "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-                        "--log-level", "warning"], self.log, env=self.env)
-        self.process.start()
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    async def wait_ready(self, timeout: float = 90) -> None:
-        async def ready() -> bool:
-            assert self.process is not None and self.process.running, self.log_tail()
-            try:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(self.url + "/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-        await eventually(ready, timeout=timeout, interval=0.2, what="tracker process ready")
-
-
 @pytest.fixture(scope="module")
 def tracker_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[TrackerProcess]:
+                    ) -> Iterator[ServiceProcess]:
     settings = {**infra.env(), "consumer_group": unique("tracker-crash"),
                 # Its own topics: the 10,000 messages and their 30,000 events stay out of the
                 # topics every other test module reads from the beginning.
@@ -76,7 +43,8 @@ def tracker_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory
                 "batch_max_records": 250, "outbox_poll_seconds": 0.2}
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            **{f"HRTRACK_{k.upper()}": str(v) for k, v in settings.items()}}
-    tracker = TrackerProcess(env, free_port(), tmp_path_factory.mktemp("crash") / "tracker.log")
+    tracker = ServiceProcess("tracker", env, free_port(),
+                             tmp_path_factory.mktemp("crash") / "tracker.log")
     try:
         yield tracker
     finally:
@@ -123,7 +91,7 @@ async def stored_count(engine: AsyncEngine, ids: list[uuid.UUID]) -> int:
 
 
 async def test_sigkill_mid_stream_then_restart_stores_each_assignment_once(
-        infra: Infra, tracker_process: TrackerProcess, engine: AsyncEngine) -> None:
+        infra: Infra, tracker_process: ServiceProcess, engine: AsyncEngine) -> None:
     plan = unique("crash-plan")
     events, expected = workload(plan)
     ids = [e.recommendation_id for e in events]
@@ -176,7 +144,7 @@ async def test_sigkill_mid_stream_then_restart_stores_each_assignment_once(
     assert duplicated_events == [], "one created event per assignment"
 
 
-async def test_agencies_load_command(tracker_process: TrackerProcess, infra: Infra,
+async def test_agencies_load_command(tracker_process: ServiceProcess, infra: Infra,
                                      tmp_path: Path) -> None:
     """`hrtrack agencies load FILE` against the running process (CSV, then JSON)."""
     if tracker_process.process is None or not tracker_process.process.running:
