@@ -8,9 +8,11 @@ message, type}]}`, documented once here and used by every service's OpenAPI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -32,6 +34,7 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython: 700)
 
 
 # --- the error format -------------------------------------------------------------------------
@@ -375,6 +378,18 @@ class Health(BaseModel):
     service: str
 
 
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic collections for a service that allocates many short-lived objects.
+
+    Measured here: with CPython's defaults (a young collection every 700 allocations) half of
+    the time spent decoding a batch of events went to the collector walking the objects the
+    batch keeps alive. Everything alive at startup (modules, app) is frozen out of the scans.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 def create_app(
     *,
     service: str,
@@ -382,11 +397,17 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     readiness: Callable[[FastAPI], list[tuple[str, ReadinessCheck]]],
 ) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def tuned_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_garbage_collector()
+        async with lifespan(app):
+            yield
+
     app = FastAPI(
         title=f"hrtrack {service}",
         description=description,
         version=package_version(),
-        lifespan=lifespan,
+        lifespan=tuned_lifespan,
     )
     # Added last is outermost: metrics see every answer, the 413s of the size limit too.
     app.add_middleware(BodySizeLimit)
