@@ -18,7 +18,13 @@ from services.tracker.repository import TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, ping
-from shared.kafka import ensure_topics, make_broker, wait_for_broker, watch_consumer_lag
+from shared.kafka import (
+    EventProducer,
+    ensure_topics,
+    make_broker,
+    wait_for_broker,
+    watch_consumer_lag,
+)
 from shared.retry import retry_transient
 from shared.web import configure_logging, create_app, supervised
 
@@ -33,7 +39,8 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     broker = make_broker(settings.kafka_bootstrap, "tracker")
-    relay = OutboxRelay(engine, broker, batch_size=settings.outbox_batch_size,
+    producer = EventProducer(settings.kafka_bootstrap, "hrtrack-tracker-relay")
+    relay = OutboxRelay(engine, producer, batch_size=settings.outbox_batch_size,
                         poll_seconds=settings.outbox_poll_seconds)
     consumer = RecommendationConsumer(broker, sessions, settings, clock, on_commit=relay.notify)
     consumer.register()
@@ -73,6 +80,7 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
                              consumer.topics.agencies)}))
             await seed()
             await broker.start()
+            await producer.start()
             app.state.broker_connected = True
             await asyncio.gather(
                 relay.run(),
@@ -94,10 +102,11 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await broker.stop()
+            await producer.stop()
             await engine.dispose()
 
     async def broker_ready() -> None:
-        if not app.state.broker_connected or not await broker.ping(2):
+        if not app.state.broker_connected or not producer.started or not await broker.ping(2):
             raise ConnectionError("broker unreachable")
 
     async def database_ready() -> None:

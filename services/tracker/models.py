@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import EmailStr, HttpUrl, StringConstraints
-from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -162,20 +162,20 @@ class HistoryEntry(TrackerModel, table=True):
 
 
 class OutboxEvent(TrackerModel, table=True):
-    """Events written in the same transaction as the change, published by the relay."""
+    """Events written in the same transaction as the change, until the relay publishes them.
+
+    The relay deletes an event once the broker has acknowledged it (migration 0003): what is
+    here is what is not published yet.
+    """
 
     __tablename__ = "outbox"
-    __table_args__ = (
-        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
-    )
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True,
                                                            autoincrement=True))
-    event_id: uuid.UUID = Field(unique=True)
+    event_id: uuid.UUID
     topic: str
     key: str
     payload: str
     created_at: datetime = _ts()
-    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 # --- HTTP schemas ---------------------------------------------------------------------------

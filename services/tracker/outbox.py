@@ -1,8 +1,10 @@
-"""The outbox relay: publishes committed events in order, then marks them published.
+"""The outbox relay: publishes committed events in order and removes them once acknowledged.
 
 One relay at a time holds a PostgreSQL advisory lock, so events of one key are never
-published out of order by two replicas. A crash between publish and mark re-publishes
-a few events; consumers deduplicate them by event_id.
+published out of order by two replicas. A batch is claimed by deleting it, published, and
+the deletion commits only after the broker acknowledged every event of the batch: a crash
+or a broker failure in between rolls the deletion back and the batch is published again
+(consumers deduplicate by event_id and ignore older versions).
 """
 
 from __future__ import annotations
@@ -10,27 +12,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
 
-from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.tracker.models import OutboxEvent
+from shared.kafka import EventProducer, OutgoingRecord
 
 log = logging.getLogger(__name__)
-OUTBOX = OutboxEvent.__table__  # type: ignore[attr-defined]
 RELAY_LOCK_ID = 0x6872_7472  # "hrtr"
 
 PUBLISHED = Counter("hrtrack_outbox_published", "Outbox events published")
 
+CLAIM_BATCH = """
+DELETE FROM tracker.outbox WHERE id IN (SELECT id FROM tracker.outbox ORDER BY id LIMIT $1)
+RETURNING id, topic, key, payload, event_id
+"""
+
+
+def records_by_topic(rows: list[Any]) -> list[tuple[str, list[OutgoingRecord]]]:
+    """Claimed rows in id order, grouped into runs of one topic (so order is kept)."""
+    ordered = sorted(rows, key=lambda r: r["id"])
+    return [(topic, [(r["key"].encode(), r["payload"].encode(),
+                      [("content-type", b"application/json"),
+                       ("x-event-id", str(r["event_id"]).encode())]) for r in run])
+            for topic, run in groupby(ordered, key=lambda r: r["topic"])]
+
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, broker: KafkaBroker, *, batch_size: int,
+    def __init__(self, engine: AsyncEngine, producer: EventProducer, *, batch_size: int,
                  poll_seconds: float) -> None:
         self.engine = engine
-        self.broker = broker
+        self.producer = producer
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -71,24 +86,15 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(
-                select(OUTBOX.c.id, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.payload,
-                       OUTBOX.c.event_id)
-                .where(OUTBOX.c.published_at.is_(None)).order_by(OUTBOX.c.id)
-                .limit(self.batch_size))).all()
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            rows = await driver.fetch(CLAIM_BATCH, self.batch_size)
             if not rows:
                 return 0
             futures = []
-            for row in rows:
-                futures.append(await self.broker.publish(
-                    row.payload.encode(), topic=row.topic, key=row.key.encode(),
-                    headers={"content-type": "application/json",
-                             "x-event-id": str(row.event_id)},
-                    no_confirm=True))
-            await asyncio.gather(*futures)  # every one acknowledged before marking
-            # One array parameter, not an IN list of thousands of literals.
-            await conn.execute(
-                text("UPDATE tracker.outbox SET published_at = :now WHERE id = ANY(:ids)"),
-                {"now": datetime.now(UTC), "ids": [r.id for r in rows]})
+            for topic, records in records_by_topic(rows):
+                futures += await self.producer.send(topic, records)
+            # Every one acknowledged before the deletion commits; any failure rolls it back.
+            await asyncio.gather(*futures)
         PUBLISHED.inc(len(rows))
         return len(rows)

@@ -84,3 +84,28 @@ async def agency_by_name(sessions: async_sessionmaker, name: str  # type: ignore
             select(AGENCIES).join(ALIASES, ALIASES.c.agency_id == AGENCIES.c.id)
             .where(ALIASES.c.key == agency_key(name)))).mappings().first()
         return dict(row) if row else None
+
+
+async def published(bootstrap: str, topic: str, keys: Iterable[str], at_least: int
+                    ) -> list[Any]:
+    """The topic's records for these keys, in partition order, once at least `at_least`
+    distinct events (by x-event-id) are there. A relay retry may repeat an event."""
+    from tests.helpers import eventually
+    from tests.integration.tracker.test_dead_letters import read_topic
+
+    wanted = {k.encode() for k in keys}
+
+    async def enough() -> list[Any]:
+        records = [r for r in await read_topic(bootstrap, topic) if r.key in wanted]
+        distinct = {dict(r.headers).get("x-event-id") for r in records}
+        return records if len(distinct) >= at_least else []
+    return list(await eventually(enough, timeout=30, what=f"{at_least} events on {topic}"))
+
+
+def distinct_events(records: list[Any], model: Any) -> list[Any]:
+    """The events of these records, each event id once (first occurrence), in order."""
+    seen: dict[str, Any] = {}
+    for record in records:
+        event = model.model_validate_json(record.value)
+        seen.setdefault(str(event.event_id), event)
+    return list(seen.values())

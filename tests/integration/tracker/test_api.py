@@ -14,19 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from services.tracker.main import build_app
-from services.tracker.repository import OUTBOX
 from services.tracker.settings import TrackerSettings
 from shared.events import AssignmentEvent
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
 from tests.integration.tracker.support import (
     assignments_of,
+    distinct_events,
     encoded,
     plan_event,
     produce,
+    published,
     upr_event,
 )
 
@@ -86,11 +86,13 @@ async def world(infra: Infra) -> AsyncIterator[World]:
                     infra.agency_token(uuid.UUID(agencies["b"]["id"])))
 
 
-async def outbox_events(world: World, assignment_id: uuid.UUID) -> list[AssignmentEvent]:
-    async with world.app.state.sessions() as session:
-        payloads = (await session.execute(select(OUTBOX.c.payload).where(
-            OUTBOX.c.key == str(assignment_id)).order_by(OUTBOX.c.id))).scalars().all()
-    return [AssignmentEvent.model_validate_json(p) for p in payloads]
+async def published_events(world: World, assignment_id: uuid.UUID, count: int
+                           ) -> list[AssignmentEvent]:
+    """The assignment's events on the assignments topic, once `count` of them are there."""
+    records = await published(world.app.state.settings.kafka_bootstrap,
+                              world.app.state.settings.assignments_topic,
+                              [str(assignment_id)], at_least=count)
+    return distinct_events(records, AssignmentEvent)
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ async def test_agency_reports_on_its_own_assignment(world: World) -> None:
         ("2009-10-01", False), ("2010-01-01", False), ("2010-04-01", True)]
     assert detail["report_periods"][-1]["due"] == "2010-07-10"
 
-    events = await outbox_events(world, aid)
+    events = await published_events(world, aid, 3)
     assert [e.type.value for e in events] == [
         "assignment.created", "assignment.report_submitted", "assignment.status_changed"]
     assert events[-1].reported_periods == [date(2010, 4, 1)]
@@ -132,7 +134,8 @@ async def test_agency_reports_on_its_own_assignment(world: World) -> None:
                                          "period": "2010-02-20"})
     assert late.status_code == 201, late.text
     assert late.json()["report"]["period_start"] == "2010-01-01"
-    events = await outbox_events(world, aid)
+    events = await published_events(world, aid, 4)
+    assert len(events) == 4
     assert events[-1].type.value == "assignment.report_submitted"
     assert events[-1].reported_periods == [date(2010, 1, 1), date(2010, 4, 1)]
 
@@ -145,8 +148,9 @@ async def test_status_transitions_are_validated(world: World) -> None:
     assert done.status_code == 201, done.text
     assert done.json()["assignment"]["closed_at"] is not None
     assert done.json()["assignment"]["overdue"] is False
-    events = await outbox_events(world, aid)
-    assert events[-1].type.value == "assignment.closed"
+    events = await published_events(world, aid, 3)
+    assert [e.type.value for e in events] == [
+        "assignment.created", "assignment.report_submitted", "assignment.closed"]
 
     back = await world.client.post(url, headers=world.headers("b"),
                                    json={"status": "not_started", "text": "oops"})

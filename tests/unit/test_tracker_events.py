@@ -1,0 +1,78 @@
+"""The tracker encodes assignment events itself (thousands per batch): they must be exactly
+the `AssignmentEvent` schema."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+
+import orjson
+
+from services.tracker.repository import DUE_DATES_JSON, assignment_event
+from shared.deadlines import Deadline
+from shared.events import AssignmentEvent, AssignmentEventType, AssignmentStatus, DueDate, DueKind
+
+ROW = {"id": uuid.uuid4(), "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
+       "agency_name": "Ministry of Justice", "role": "lead", "status": "in_progress",
+       "active_from": date(2010, 1, 1), "version": 3, "due": date(2010, 6, 30)}
+DEADLINE = Deadline(text="2nd quarter 2010", start=date(2010, 4, 1), due=date(2010, 6, 30))
+DUES = [DueDate(kind=DueKind.DEADLINE, due=date(2010, 6, 30), start=date(2010, 4, 1)),
+        DueDate(kind=DueKind.FOLLOW_UP, due=date(2011, 1, 15))]
+
+
+def encode(**overrides: object) -> tuple[uuid.UUID, str]:
+    options: dict[str, object] = {
+        "event_type": AssignmentEventType.STATUS_CHANGED, "source": "plan",
+        "reference": "NHRAP / 3", "text": "<b>Adopt</b> the law \u00ab\u00bb",
+        "deadline": orjson.Fragment(DEADLINE.model_dump_json()),
+        "due_dates": orjson.Fragment(DUE_DATES_JSON.dump_json(DUES)),
+        "reported": [date(2010, 4, 1), date(2010, 1, 1), date(2010, 4, 1)],
+        "previous_status": AssignmentStatus.NOT_STARTED, **overrides}
+    return assignment_event(ROW, **options)  # type: ignore[arg-type]
+
+
+def test_the_encoded_event_has_every_field_of_the_schema_and_nothing_else() -> None:
+    _, payload = encode()
+    assert set(json.loads(payload)) == set(AssignmentEvent.model_fields)
+
+
+def test_the_encoded_event_validates_with_the_values_given() -> None:
+    event_id, payload = encode(report_period=date(2010, 4, 1))
+    event = AssignmentEvent.model_validate_json(payload)
+    assert event.event_id == event_id
+    assert (event.type, event.assignment_id, event.agency_id, event.status, event.version) == (
+        AssignmentEventType.STATUS_CHANGED, ROW["id"], ROW["agency_id"],
+        AssignmentStatus.IN_PROGRESS, 3)
+    assert event.deadline == DEADLINE and event.due_dates == DUES
+    assert event.reported_periods == [date(2010, 1, 1), date(2010, 4, 1)], "sorted, once each"
+    assert event.previous_status is AssignmentStatus.NOT_STARTED
+    assert event.report_period == date(2010, 4, 1) and event.due == date(2010, 6, 30)
+    assert event.text == "<b>Adopt</b> the law \u00ab\u00bb", "text verbatim"
+    assert event.occurred_at.tzinfo is not None
+
+
+def test_deadline_and_due_dates_as_plain_values_encode_the_same() -> None:
+    """The HTTP report path passes the stored JSON columns as Python values."""
+    _, from_fragments = encode()
+    _, from_values = encode(deadline=DEADLINE.model_dump(mode="json"),
+                            due_dates=[d.model_dump(mode="json") for d in DUES])
+    a = AssignmentEvent.model_validate_json(from_fragments)
+    b = AssignmentEvent.model_validate_json(from_values)
+    assert a.model_dump(exclude={"event_id", "occurred_at"}) == \
+        b.model_dump(exclude={"event_id", "occurred_at"})
+
+
+def test_ids_read_from_the_database_encode_as_uuids() -> None:
+    """asyncpg returns its own UUID subclass."""
+    from asyncpg.pgproto.pgproto import UUID as PgUUID  # noqa: N811
+
+    row = {**ROW, "id": PgUUID(str(ROW["id"]))}
+    _, payload = assignment_event(row, event_type=AssignmentEventType.CREATED, source="plan",
+                                  reference="r", text="t", deadline=None, due_dates=[],
+                                  reported=[])
+    assert json.loads(payload)["assignment_id"] == str(ROW["id"])
+
+
+def test_every_event_gets_its_own_id() -> None:
+    assert encode()[0] != encode()[0]
