@@ -55,20 +55,33 @@ class EventProducer:
 
     def __init__(self, bootstrap: str, client_id: str, *, request_timeout_ms: int = 10_000,
                  linger_ms: int = 5, max_batch_bytes: int = 1024 * 1024) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-            linger_ms=linger_ms, max_batch_size=max_batch_bytes,
-            max_request_size=max_batch_bytes * 2, request_timeout_ms=request_timeout_ms)
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap, "client_id": client_id, "acks": "all",
+            "linger_ms": linger_ms, "max_batch_size": max_batch_bytes,
+            "max_request_size": max_batch_bytes * 2, "request_timeout_ms": request_timeout_ms}
+        self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
-        self.started = False
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
 
     async def start(self) -> None:
-        await self._producer.start()
-        self.started = True
+        """Connect (aiokafka wants its running loop, so this is not done in __init__)."""
+        producer = AIOKafkaProducer(**self._options)
+        await producer.start()
+        self._producer = producer
 
     async def stop(self) -> None:
-        self.started = False
-        await self._producer.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def ping(self) -> None:
+        """Raises unless started and the broker answers a metadata request (readiness)."""
+        if self._producer is None:
+            raise ConnectionError("the producer is not connected")
+        await self._producer.client.fetch_all_metadata()
 
     async def send(self, topic: str, records: Iterable[OutgoingRecord]
                    ) -> list[asyncio.Future[object]]:
@@ -78,6 +91,8 @@ class EventProducer:
         batches). Raises if the producer cannot take them (stopped, no metadata).
         """
         producer = self._producer
+        if producer is None:
+            raise ConnectionError("the producer is not connected")
         await producer.client._wait_on_metadata(topic)  # noqa: SLF001 - as send() does
         every = sorted(producer.client.cluster.partitions_for_topic(topic) or ())
         available = list(producer.client.cluster.available_partitions_for_topic(topic) or every)
