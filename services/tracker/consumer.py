@@ -49,23 +49,31 @@ class RecommendationConsumer:
                              settings.agencies_topic)
 
     def register(self) -> None:
-        subscriber = self.broker.subscriber(
-            self.topic,
-            group_id=self.settings.consumer_group,
-            batch=True,
-            max_records=self.settings.batch_max_records,
-            batch_timeout_ms=100,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,
-            session_timeout_ms=self.settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
-            max_poll_interval_ms=30 * 60 * 1000,  # an outage is waited out inside the handler
-            decoder=raw_bodies,
-            title="recommendations",
-            description="Recommendation events from intake, stored per executor agency",
-        )
-        subscriber(self.handle)
+        """One batch consumer per worker, all in the service's group.
+
+        The group spreads the topic's partitions over them, so while one worker waits for
+        PostgreSQL another decodes its batch; a key's events stay on one partition and so
+        with one worker, in order. Each worker commits only its own partitions' offsets.
+        """
+        for worker in range(self.settings.consumer_workers):
+            subscriber = self.broker.subscriber(
+                self.topic,
+                group_id=self.settings.consumer_group,
+                batch=True,
+                max_records=self.settings.batch_max_records,
+                batch_timeout_ms=100,
+                fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.MANUAL,
+                session_timeout_ms=self.settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+                max_poll_interval_ms=30 * 60 * 1000,  # an outage is waited out in the handler
+                decoder=raw_bodies,
+                title="recommendations",
+                description="Recommendation events from intake, stored per executor agency",
+                include_in_schema=worker == 0,  # one channel in the AsyncAPI document
+            )
+            subscriber(self.handle)
 
     async def handle(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)

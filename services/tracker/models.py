@@ -105,7 +105,8 @@ class Recommendation(TrackerModel, table=True):
 
 class RecommendationVersion(TrackerModel, table=True):
     __tablename__ = "recommendation_versions"
-    recommendation_id: uuid.UUID = Field(primary_key=True, foreign_key="tracker.recommendations.id")
+    # No foreign keys on the rows a batch writes (migration 0004): references by construction.
+    recommendation_id: uuid.UUID = Field(primary_key=True)
     version: int = Field(primary_key=True)
     content_hash: str
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
@@ -123,8 +124,9 @@ class Assignment(TrackerModel, table=True):
         Index("ix_assignments_status_due", "status", "due"),
     )
     id: uuid.UUID = Field(primary_key=True)
-    recommendation_id: uuid.UUID = Field(foreign_key="tracker.recommendations.id")
-    agency_id: uuid.UUID = Field(foreign_key="tracker.agencies.id")
+    # No foreign keys on the rows a batch writes (migration 0004): references by construction.
+    recommendation_id: uuid.UUID
+    agency_id: uuid.UUID
     role: str
     status: str = "not_started"
     due: date | None = Field(default=None, index=True, description="The own deadline's last due")

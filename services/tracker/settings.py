@@ -17,6 +17,9 @@ DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "data" / "agencies.json"
 class TrackerSettings(ServiceSettings):
     consumer_group: str = "tracker"
     batch_max_records: int = 1000
+    # Consumers in this process (the topic has 6 partitions): one decodes while another
+    # waits for PostgreSQL.
+    consumer_workers: int = Field(default=2, ge=1, le=6)
     outbox_batch_size: int = 2000
     outbox_poll_seconds: float = 0.5
     db_retry_max_seconds: float = 10.0

@@ -109,3 +109,21 @@ def distinct_events(records: list[Any], model: Any) -> list[Any]:
         event = model.model_validate_json(record.value)
         seen.setdefault(str(event.event_id), event)
     return list(seen.values())
+
+
+ORPHANS_SQL = """
+SELECT (SELECT count(*) FROM tracker.assignments a
+        WHERE NOT EXISTS (SELECT 1 FROM tracker.recommendations r WHERE r.id = a.recommendation_id)
+           OR NOT EXISTS (SELECT 1 FROM tracker.agencies g WHERE g.id = a.agency_id))
+     + (SELECT count(*) FROM tracker.recommendation_versions v
+        WHERE NOT EXISTS (SELECT 1 FROM tracker.recommendations r
+                          WHERE r.id = v.recommendation_id))
+"""
+
+
+async def orphans(sessions: async_sessionmaker) -> int:  # type: ignore[type-arg]
+    """Assignments or versions without their parent rows (no foreign keys: migration 0004)."""
+    from sqlalchemy import text
+
+    async with sessions() as session:
+        return int((await session.execute(text(ORPHANS_SQL))).scalar_one())

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hrtrack.stack import free_port
@@ -28,7 +28,7 @@ from shared.executors import agency_key
 from shared.ids import agency_id, assignment_id
 from tests.conftest import Infra, unique
 from tests.helpers import ServiceProcess, eventually
-from tests.integration.tracker.support import encoded, plan_event, produce
+from tests.integration.tracker.support import ORPHANS_SQL, encoded, plan_event, produce
 
 TOTAL = 10_000
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,6 +159,8 @@ async def test_sigkill_mid_stream_then_restart_stores_each_assignment_once(
         await reader.stop()
     assert {uuid.UUID(k.decode()) for k in created_ids} == expected
     assert {len(ids) for ids in created_ids.values()} == {1}, "one created event each"
+    async with engine.connect() as conn:
+        assert (await conn.execute(text(ORPHANS_SQL))).scalar_one() == 0, "no orphan rows"
 
 
 async def test_agencies_load_command(tracker_process: ServiceProcess, infra: Infra,

@@ -13,6 +13,7 @@ from tests.integration.tracker.support import (
     assignments_of,
     count_recommendations,
     encoded,
+    orphans,
     plan_event,
     produce,
 )
@@ -145,6 +146,7 @@ async def test_unknown_name_creates_a_flagged_agency_and_keeps_the_assignment(
     await stored(tracker, [again.recommendation_id])
     (row,) = await assignments_of(tracker.sessions, [again.recommendation_id])
     assert row["agency_id"] == flagged[0]["id"] or str(row["agency_id"]) == flagged[0]["id"]
+    assert await orphans(tracker.sessions) == 0, "every assignment has its agency"
 
 
 async def test_dropped_executor_is_cancelled_and_reopened_when_named_again(
