@@ -119,8 +119,6 @@ UPSERT_RECOMMENDATIONS = unnest_insert(
     extra_set="version = recommendations.version + 1", returning="id, version")
 VERSION_COLUMNS = {"recommendation_id": "uuid", "version": "int", "content_hash": "text",
                    "payload": "jsonb", "created_at": "timestamptz"}
-INSERT_VERSIONS = unnest_insert("recommendation_versions", VERSION_COLUMNS,
-                                conflict="recommendation_id, version")
 ASSIGNMENT_COLUMNS = {
     "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "role": "text",
     "status": "text", "due": "date", "active_from": "date", "version": "int",
@@ -185,6 +183,16 @@ class TrackerRepository:
         connection = await self.session.connection()
         raw = await connection.get_raw_connection()
         return raw.driver_connection
+
+    async def copy_rows(self, table: str, columns: Iterable[str],
+                        rows: Sequence[dict[str, Any]]) -> None:
+        """COPY new rows into a table in this transaction (a conflict fails the batch)."""
+        if rows:
+            names = list(columns)
+            driver = await self.driver_connection()
+            await driver.copy_records_to_table(
+                table, schema_name=SCHEMA, columns=names,
+                records=[tuple(row[c] for c in names) for row in rows])
 
     @property
     def pending_events(self) -> int:
@@ -300,15 +308,19 @@ class TrackerRepository:
         now = utcnow()
         driver = await self.driver_connection()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
-        versions: dict[uuid.UUID, int] = {
-            row["id"]: row["version"] for row in await driver.fetch(
-                UPSERT_RECOMMENDATIONS, *columns_of(rec_rows, RECOMMENDATION_COLUMNS))}
-        version_rows = [{"recommendation_id": e.recommendation_id,
-                         "version": versions[e.recommendation_id],
-                         "content_hash": e.content_hash, "payload": row["payload"],
-                         "created_at": now}
-                        for e, row in zip(changed, rec_rows, strict=True)]
-        await driver.execute(INSERT_VERSIONS, *columns_of(version_rows, VERSION_COLUMNS))
+        # New rows go in with COPY (the cheapest way in, on both sides); rows that exist
+        # (locked above) are upserted. Versions are new rows by construction.
+        await self.copy_rows("recommendations", RECOMMENDATION_COLUMNS,
+                             [r for r in rec_rows if r["id"] not in existing])
+        versions: dict[uuid.UUID, int] = {r["id"]: 1 for r in rec_rows}
+        updated = [r for r in rec_rows if r["id"] in existing]
+        if updated:
+            versions.update({row["id"]: row["version"] for row in await driver.fetch(
+                UPSERT_RECOMMENDATIONS, *columns_of(updated, RECOMMENDATION_COLUMNS))})
+        await self.copy_rows("recommendation_versions", VERSION_COLUMNS, [
+            {"recommendation_id": e.recommendation_id, "version": versions[e.recommendation_id],
+             "content_hash": e.content_hash, "payload": row["payload"], "created_at": now}
+            for e, row in zip(changed, rec_rows, strict=True)])
         for e in changed:
             self.add_history("recommendation", e.recommendation_id,
                              "created" if e.recommendation_id not in existing else "updated",
@@ -422,9 +434,12 @@ class TrackerRepository:
                 self.add_history("assignment", dropped, "cancelled", event.submitted_by,
                                  {"reason": SYSTEM_CANCEL, "from": before["status"]})
 
-        if rows:
+        await self.copy_rows("assignments", ASSIGNMENT_COLUMNS,
+                             [r for r in rows if r["id"] not in current])
+        known = [r for r in rows if r["id"] in current]
+        if known:
             driver = await self.driver_connection()
-            await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(rows, ASSIGNMENT_COLUMNS))
+            await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(known, ASSIGNMENT_COLUMNS))
         for row, event, kind, previous in announcements:
             deadline, due_dates = encoded[event.recommendation_id]
             self.add_event(self.topics.assignments, row["id"], assignment_event(
