@@ -10,6 +10,7 @@ Also home of `join_pdf_lines`, the PDF clean-up shared with the plan parser.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -68,6 +69,8 @@ _CYRILLIC_ABBREVIATION = re.compile(r"(?<!\w)[РКАЕОСМТНВХ]{2,3}(?!\w)
 
 
 def _latin_abbreviations(text: str) -> str:
+    if text.isascii():  # nothing Cyrillic to replace (a constant-time check)
+        return text
     return _CYRILLIC_ABBREVIATION.sub(lambda m: m.group().translate(_LOOKALIKES), text)
 
 
@@ -77,6 +80,16 @@ _KEEP_HYPHEN = _words(
     "law agency non self co well anti multi socio state cross long short full part inter "
     "high low semi post pre re ex vice"
 )
+
+
+_HYPHENATED = re.compile(r"([A-Za-z]+)-$")
+_SPACES = re.compile(r"\s+")
+
+
+def _collapse(text: str) -> str:
+    r"""Whitespace runs as one space, none at the ends: `re.sub(r"\s+", " ", text).strip()`
+    (str.split and re's \s know the same whitespace), without a substitution per space."""
+    return " ".join(text.split())
 
 
 def is_page_debris(line: str) -> bool:
@@ -94,14 +107,14 @@ def join_pdf_lines(lines: Iterable[str] | str) -> str:
         if not line or is_page_debris(line):
             continue
         if out.endswith("-") and line[:1].islower():
-            fragment = re.search(r"([A-Za-z]+)-$", out)
+            fragment = _HYPHENATED.search(out)
             if fragment and fragment.group(1).casefold() not in _KEEP_HYPHEN:
                 out = out[:-1] + line
                 continue
             out += line
             continue
         out = f"{out} {line}" if out else line
-    return re.sub(r"\s+", " ", out).strip()
+    return _collapse(out)
 
 
 # --- recognizing bodies ---------------------------------------------------------------------
@@ -122,21 +135,30 @@ _BODY_ACRONYMS = _words(
     "undp unicef unesco unhcr unfpa unodc ohchr osce odihr iom ilo who eu mci mfa moj mia "
     "mvd mes mlsp moh mod mof cec hrc gpo knb nsc"
 )
+_BODY_TERMS = _BODY_WORDS | _BODY_ACRONYMS
 _HEAD_CUT = re.compile(r"\s(?:of|in|under|for|to|at|on)\s|\(|,")
+_LEADING_THE = re.compile(r"^(?:the)\s+", re.I)
+_WORD = re.compile(r"[\w']+")
 
 
 def _head_phrase(text: str) -> str:
-    text = re.sub(r"^(?:the)\s+", "", text.strip(), flags=re.I)
+    text = _LEADING_THE.sub("", text.strip())
     return _HEAD_CUT.split(text, maxsplit=1)[0]
 
 
 def _has_body_word(phrase: str) -> bool:
-    words = [w.casefold() for w in re.findall(r"[\w']+", phrase)]
-    return any(w in _BODY_WORDS or w in _BODY_ACRONYMS for w in words)
+    return any(w.casefold() in _BODY_TERMS for w in _WORD.findall(phrase))
 
 
 def is_body_name(text: str) -> bool:
     """Whether `text` starts a body's name ("the Supreme Court", "MCI RK"), not a place."""
+    return _is_body(text)
+
+
+# Executor texts repeat the same few dozen names in ever new combinations, so the pure
+# per-name steps are cached by the name as written (bounded: plans are finite).
+@functools.lru_cache(maxsize=8192)
+def _is_body(text: str) -> bool:
     return _has_body_word(_head_phrase(_strip_marker(text)[0]))
 
 
@@ -156,18 +178,22 @@ _MARKER = re.compile(
     re.I,
 )
 # Heads of bodies that never end another body's name: a missing comma before them
-# ("Prosecutor General NGOs", "regions\nMCI RK") still separates two bodies.
+# ("Prosecutor General NGOs", "regions\nMCI RK") still separates two bodies. (`\s\s*` is
+# `\s+` written so that the regex engine skips ahead to the next whitespace.)
 _STRONG_HEAD = re.compile(
-    r"\s+(?=(?:Ministry|Akimats?|Maslikhats?|MCI|MFA|Prosecutor|NGOs|UNDP|OSCE|UNESCO"
+    r"\s\s*(?=(?:Ministry|Akimats?|Maslikhats?|MCI|MFA|Prosecutor|NGOs|UNDP|OSCE|UNESCO"
     r"|Supreme\s+Court)\b)"
 )
 _CONNECTORS = _words("of the and in for under with to on by at rights human per a an its")
 _NON_BODY_PREFIX = re.compile(r"\bof\s+")
+_WITH = re.compile("with", re.I)  # in every phrase _CO_INTRO knows: a quick first look
+# The last word or sign of a text, read from its end (the text reversed).
+_LAST_TOKEN_REVERSED = re.compile(r"\s*([\w']+|[^\w\s])")
 
 
 def _strip_marker(text: str) -> tuple[str, bool]:
     stripped, count = _MARKER.subn(" ", text)
-    return re.sub(r"\s+", " ", stripped).strip(), count > 0
+    return _collapse(stripped), count > 0
 
 
 def _insert_missing_commas(text: str) -> str:
@@ -175,8 +201,8 @@ def _insert_missing_commas(text: str) -> str:
     last = 0
     for m in _STRONG_HEAD.finditer(text):
         before = text[last : m.start()]
-        words = re.findall(r"[\w']+|[^\w\s]", text[: m.start()])
-        previous = words[-1].casefold() if words else ""
+        token = _LAST_TOKEN_REVERSED.match(text[m.start() - 1 :: -1]) if m.start() else None
+        previous = token.group(1)[::-1].casefold() if token else ""
         if previous and previous[0].isalnum() and previous not in _CONNECTORS:
             parts.append(before + ", ")
         else:
@@ -186,7 +212,12 @@ def _insert_missing_commas(text: str) -> str:
     return "".join(parts)
 
 
-_SEPARATOR = re.compile(r"\s*[,;]\s*|\s+and\s+", re.I)
+# Outside parentheses: the next parenthesis or separator (`[()]|\s*[,;]\s*|\s+and\s+`,
+# written to start with its first character so that the regex engine skips ahead to it);
+# inside: the next parenthesis.
+_SEPARATOR_OR_PAREN = re.compile(
+    r"[(),;\s](?:(?<=[()])|(?<=[,;])\s*|(?<=\s)(?:\s*[,;]\s*|\s*and\s+))", re.I)
+_PAREN = re.compile(r"[()]")
 
 
 def _split_top_level(text: str) -> list[tuple[str, str]]:
@@ -194,19 +225,18 @@ def _split_top_level(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     depth, start, sep = 0, 0, ""
     i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "(":
+    while True:
+        m = (_SEPARATOR_OR_PAREN if depth == 0 else _PAREN).search(text, i)
+        if m is None:
+            break
+        if m.group() == "(":
             depth += 1
-        elif ch == ")":
+        elif m.group() == ")":
             depth = max(0, depth - 1)
-        elif depth == 0:
-            m = _SEPARATOR.match(text, i)
-            if m and m.end() > m.start() and (ch in ",;" or ch.isspace()):
-                out.append((sep, text[start:i]))
-                sep, start, i = m.group(), m.end(), m.end()
-                continue
-        i += 1
+        else:
+            out.append((sep, text[start : m.start()]))
+            sep, start = m.group(), m.end()
+        i = m.end()
     out.append((sep, text[start:]))
     return out
 
@@ -218,24 +248,40 @@ def _bodies(part: str) -> list[str]:
     for sep, segment in _split_top_level(_insert_missing_commas(part)):
         if not segment.strip(" .,;:"):
             continue
-        if names and not is_body_name(segment):
+        if names and not _is_body(segment):
             names[-1] += sep + segment
         else:
             names.append(segment)
     return names
 
 
+_THE = re.compile(r"^the\s+", re.I)
+
+
 def _clean_name(name: str) -> str:
-    name = re.sub(r"\s+", " ", name).strip(" .,;:")
-    name = re.sub(r"^the\s+", "", name, flags=re.I)
+    name = _SPACES.sub(" ", name).strip(" .,;:")
+    name = _THE.sub("", name)
     if not _has_body_word(_head_phrase(name)):
         # "Normative decisions of Maslikhats of regions ...": the body is after "of".
         for m in _NON_BODY_PREFIX.finditer(name):
             rest = name[m.end() :]
-            if is_body_name(rest) and not _has_body_word(name[: m.start()]):
-                name = re.sub(r"^the\s+", "", rest, flags=re.I)
+            if _is_body(rest) and not _has_body_word(name[: m.start()]):
+                name = _THE.sub("", rest)
                 break
     return name
+
+
+@functools.lru_cache(maxsize=8192)
+def _named(raw: str) -> tuple[str, bool, str]:
+    """(name, voluntary, agency key) of one body as written."""
+    bare, voluntary = _strip_marker(raw)
+    name = _clean_name(bare)
+    return name, voluntary, agency_key(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _executor(name: str, role: ExecutorRole) -> Executor:
+    return Executor(name=name, role=role)  # frozen: one instance serves every parse
 
 
 def parse_executors(text: str) -> list[Executor]:
@@ -243,15 +289,13 @@ def parse_executors(text: str) -> list[Executor]:
     flat = join_pdf_lines(text or "")
     if not flat:
         return []
-    pieces = _CO_INTRO.split(flat)
+    pieces = _CO_INTRO.split(flat) if _WITH.search(flat) else [flat]
     executors: list[Executor] = []
     seen: set[str] = set()
     has_lead = False
     for piece in pieces:
         for raw in _bodies(piece):
-            bare, voluntary = _strip_marker(raw)
-            name = _clean_name(bare)
-            key = agency_key(name)
+            name, voluntary, key = _named(raw)
             if not key or key in seen:
                 continue
             seen.add(key)
@@ -263,13 +307,17 @@ def parse_executors(text: str) -> list[Executor]:
                 role, has_lead = ExecutorRole.LEAD, True
             else:
                 role = ExecutorRole.CO
-            executors.append(Executor(name=name, role=role))
+            executors.append(_executor(name, role))
     return executors
+
+
+_NOT_WORDS = re.compile(r"[\W_]+")
+_LOWER_THE = re.compile(r"^the\s+")
 
 
 def agency_key(name: str) -> str:
     """Key for alias lookup: "The Ministry of Justice" and "Ministry of justice" are equal."""
     text = _latin_abbreviations(unicodedata.normalize("NFKC", name)).casefold()
     text = text.replace("&", " and ")
-    text = re.sub(r"[\W_]+", " ", text).strip()
-    return re.sub(r"^the\s+", "", text)
+    text = _NOT_WORDS.sub(" ", text).strip()
+    return _LOWER_THE.sub("", text)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,7 +16,14 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 
-from shared.metrics import CONSUMER_LAG, DEAD_LETTERS, kafka_middleware
+from shared.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_PUBLISH_DURATION,
+    EVENTS_PUBLISH_ERRORS,
+    EVENTS_PUBLISHED,
+    kafka_middleware,
+)
 from shared.settings import ALL_TOPICS, dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -115,9 +123,24 @@ class EventProducer:
         for batch, partition, members in pending:
             batch.close()
             delivered = await producer.send_batch(batch, topic, partition=partition)
+            delivered.add_done_callback(_count_outcome(topic, len(members), time.monotonic()))
             for index in members:
                 futures[index] = delivered
         return [f for f in futures if f is not None]
+
+
+def _count_outcome(topic: str, records: int, sent_at: float
+                   ) -> Callable[[asyncio.Future[object]], None]:
+    """Metrics of one batch once the broker answered (or the send failed)."""
+    def done(future: asyncio.Future[object]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            error = "Cancelled" if future.cancelled() else type(future.exception()).__name__
+            EVENTS_PUBLISHED.labels(destination=topic, status="failed").inc(records)
+            EVENTS_PUBLISH_ERRORS.labels(destination=topic, exception_type=error).inc(records)
+            return
+        EVENTS_PUBLISHED.labels(destination=topic, status="acked").inc(records)
+        EVENTS_PUBLISH_DURATION.labels(destination=topic).observe(time.monotonic() - sent_at)
+    return done
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str] = ALL_TOPICS) -> None:

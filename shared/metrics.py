@@ -24,6 +24,20 @@ BUILD_INFO = Gauge("hrtrack_build_info", "Build information (value 1)", ["versio
 DEAD_LETTERS = Counter(
     "hrtrack_dead_letters", "Messages sent to a dead-letter topic, by source topic", ["topic"]
 )
+# Records published with shared.kafka.EventProducer (intake's batches, the tracker's outbox
+# relay); timed from send to the broker's acknowledgement of the record's batch.
+EVENTS_PUBLISHED = Counter(
+    "hrtrack_events_published", "Records published, by topic and outcome",
+    ["destination", "status"],
+)
+EVENTS_PUBLISH_ERRORS = Counter(
+    "hrtrack_events_publish_errors", "Records whose publishing failed, by error",
+    ["destination", "exception_type"],
+)
+EVENTS_PUBLISH_DURATION = Histogram(
+    "hrtrack_events_publish_duration_seconds", "Send to acknowledgement, per record batch",
+    ["destination"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 CONSUMER_LAG = Gauge(
     "hrtrack_kafka_consumer_lag", "Messages not yet committed by a group", ["topic", "group"]
 )

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import uuid
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -92,13 +94,27 @@ class _RecommendationBase(BaseModel):
     def _storable_text(cls, data: Any) -> Any:
         # Every string, nested ones and keys included, each error at its own path: a NUL
         # would otherwise only fail in the tracker's PostgreSQL, after a 202 (shared.inputs).
-        found = unstorable(data) if isinstance(data, dict) else []
+        found = unstorable(data) if isinstance(data, dict) and not _surely_storable(data) else []
         if found:
             raise ValidationError.from_exception_data(cls.__name__, [
                 InitErrorDetails(type=PydanticCustomError("string_unstorable", problem),
                                  loc=path, input=data)
                 for path, problem in found])
         return data
+
+
+def _surely_storable(data: dict[str, Any]) -> bool:
+    """True when no string in `data` can hold a NUL or a lone surrogate; False means look.
+
+    One orjson encoding (about a tenth of the cost of walking the strings in Python) decides
+    it: orjson refuses lone surrogates and writes NUL as the escape `\\u0000`. Anything it
+    cannot encode, or any such escape (even a harmless literal backslash-u0000), falls back
+    to `unstorable`, which then finds and names each problem as before.
+    """
+    try:
+        return b"\\u0000" not in orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError included
+        return False
 
 
 StateCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3")]
@@ -245,56 +261,84 @@ def _plan_period(rec: AnyRecommendation) -> tuple[int, int] | None:
 
 def normalized_deadline(rec: AnyRecommendation) -> Deadline:
     if isinstance(rec.deadline, DeadlineIn):
-        return Deadline(text=rec.deadline.due.isoformat(), start=rec.deadline.start,
-                        due=rec.deadline.due)
+        return _deadline(rec.deadline.due.isoformat(), rec.deadline.start, rec.deadline.due)
     if isinstance(rec.deadline, str) and rec.deadline:
         return _parsed_deadline(rec.deadline, _plan_period(rec))
     if isinstance(rec, TreatyBodyRecommendation) and rec.follow_up_due:
-        return Deadline(text="follow-up", start=rec.adopted, due=rec.follow_up_due)
+        return _deadline("follow-up", rec.adopted, rec.follow_up_due)
     if isinstance(rec, UprRecommendation):
-        mid_term = upr_derived_deadlines(rec.review_date)["mid_term"]
-        return Deadline(text="mid-term report", start=rec.review_date, due=mid_term)
+        return _mid_term_deadline(rec.review_date)
     if isinstance(rec, TreatyBodyRecommendation) and rec.next_report_due:
-        return Deadline(text="next periodic report", start=rec.adopted, due=rec.next_report_due)
-    return Deadline(text=rec.deadline or "", start=None, due=None, needs_deadline=True)
+        return _deadline("next periodic report", rec.adopted, rec.next_report_due)
+    return _NO_DEADLINE  # rec.deadline is None or "" here
 
 
 def due_dates(rec: AnyRecommendation, deadline: Deadline) -> list[DueDate]:
     """Every date this recommendation is due on (DESIGN.md section 2)."""
+    review_date = follow_up_due = next_report_due = None
+    if isinstance(rec, UprRecommendation):
+        review_date = rec.review_date
+    elif isinstance(rec, TreatyBodyRecommendation):
+        follow_up_due = rec.follow_up_due if rec.follow_up else None
+        next_report_due = rec.next_report_due
+    return list(_due_dates(deadline.recurrence, deadline.start, deadline.due,
+                           review_date, follow_up_due, next_report_due))
+
+
+# Deadlines and due dates are frozen values that a batch repeats over and over (the same
+# review date, the same follow-up date, the same quarter): each is built once, by its inputs.
+_CACHE_SIZE = 4096
+_NO_DEADLINE = Deadline(text="", start=None, due=None, needs_deadline=True)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _deadline(text: str, start: date | None, due: date) -> Deadline:
+    return Deadline(text=text, start=start, due=due)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _mid_term_deadline(review_date: date) -> Deadline:
+    mid_term = upr_derived_deadlines(review_date)["mid_term"]
+    return Deadline(text="mid-term report", start=review_date, due=mid_term)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _due_dates(
+    recurrence: str | None, start: date | None, due: date | None,
+    upr_review_date: date | None, follow_up_due: date | None, next_report_due: date | None,
+) -> tuple[DueDate, ...]:
     dates: list[DueDate] = []
-    if deadline.recurrence == "yearly":
-        first, last = (deadline.start.year if deadline.start else None,
-                       deadline.due.year if deadline.due else None)
+    if recurrence == "yearly":
+        first, last = (start.year if start else None, due.year if due else None)
         if first and last:
             dates += [DueDate(kind=DueKind.DEADLINE, due=date(y, 12, 31), start=date(y, 1, 1))
                       for y in range(first, last + 1)]
-    elif deadline.due:
-        dates.append(DueDate(kind=DueKind.DEADLINE, due=deadline.due, start=deadline.start))
-    if isinstance(rec, UprRecommendation):
-        derived = upr_derived_deadlines(rec.review_date)
+    elif due:
+        dates.append(DueDate(kind=DueKind.DEADLINE, due=due, start=start))
+    if upr_review_date:
+        derived = upr_derived_deadlines(upr_review_date)
         dates.append(DueDate(kind=DueKind.MID_TERM, due=derived["mid_term"]))
         dates.append(DueDate(kind=DueKind.NEXT_REVIEW, due=derived["next_review"]))
-    if isinstance(rec, TreatyBodyRecommendation):
-        if rec.follow_up and rec.follow_up_due:
-            dates.append(DueDate(kind=DueKind.FOLLOW_UP, due=rec.follow_up_due))
-        if rec.next_report_due:
-            dates.append(DueDate(kind=DueKind.NEXT_REPORT, due=rec.next_report_due))
+    if follow_up_due:
+        dates.append(DueDate(kind=DueKind.FOLLOW_UP, due=follow_up_due))
+    if next_report_due:
+        dates.append(DueDate(kind=DueKind.NEXT_REPORT, due=next_report_due))
     # One entry per date: when the own deadline was derived from the mid-term report or the
     # follow-up date, that obligation is listed (and reminded) once, under its own name.
     unique: dict[date, DueDate] = {}
     for d in sorted(dates, key=lambda d: d.kind is DueKind.DEADLINE):
         unique.setdefault(d.due, d)
-    return sorted(unique.values(), key=lambda d: (d.due, d.kind))
+    return tuple(sorted(unique.values(), key=lambda d: (d.due, d.kind)))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parsed_executors(text: str) -> tuple[Executor, ...]:
     # A batch repeats the same executors text over many rows; parsing is the costly part of
     # validation, and Executor is frozen, so the parse is shared.
     return tuple(parse_executors(text))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parsed_deadline(text: str, plan_period: tuple[int, int] | None) -> Deadline:
     return parse_deadline(text, plan_period=plan_period)
 
@@ -305,24 +349,66 @@ def normalized_executors(rec: AnyRecommendation) -> list[Executor]:
     return list(rec.executors or [])
 
 
+# Dates and dataclasses go to the fallback: json writes them with str(), orjson otherwise.
+_SORTED_JSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def canonical_json(payload: dict[str, Any]) -> bytes:
+    """A JSON-mode payload as `json.dumps(payload, sort_keys=True, separators=(",", ":"),
+    default=str)` writes it (ASCII, non-ASCII escaped), which content hashes are taken of.
+
+    orjson writes the same bytes whenever its output is printable ASCII: same separators,
+    key order and escapes of quotes, backslashes and control characters; payloads hold no
+    floats (the models have none). Otherwise (non-ASCII text, which json escapes and orjson
+    does not; DEL; a type orjson would write differently from str()), the json module does.
+    """
+    try:
+        fast = orjson.dumps(payload, option=_SORTED_JSON)
+    except TypeError:  # orjson.JSONEncodeError included: not a type it writes as json does
+        fast = b""
+    if fast and fast.isascii() and b"\x7f" not in fast:
+        return fast
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 def content_hash(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+class EventContent(TypedDict):
+    """What a RecommendationEvent says about its recommendation (its fields of that name)."""
+
+    recommendation_id: uuid.UUID
+    content_hash: str
+    source: Source
+    reference: str
+    natural_key: list[str]
+    text: str
+    deadline: Deadline
+    due_dates: list[DueDate]
+    executors: list[Executor]
+    payload: dict[str, Any]
+
+
+def event_content(rec: AnyRecommendation) -> EventContent:
+    """The normalized recommendation: id, content hash, deadline, due dates, executors."""
+    payload = rec.model_dump(mode="json")
+    deadline = normalized_deadline(rec)
+    natural_key = rec.natural_key()
+    return {
+        "recommendation_id": recommendation_id(*natural_key),
+        "content_hash": content_hash(payload),
+        "source": Source(rec.source),
+        "reference": rec.reference(),
+        "natural_key": natural_key,
+        "text": rec.text,
+        "deadline": deadline,
+        "due_dates": due_dates(rec, deadline),
+        "executors": normalized_executors(rec),
+        "payload": payload,
+    }
 
 
 def to_event(rec: AnyRecommendation, *, submitted_by: str) -> RecommendationEvent:
-    payload = rec.model_dump(mode="json")
-    deadline = normalized_deadline(rec)
-    return RecommendationEvent(
-        recommendation_id=recommendation_id(*rec.natural_key()),
-        content_hash=content_hash(payload),
-        source=Source(rec.source),
-        reference=rec.reference(),
-        natural_key=rec.natural_key(),
-        text=rec.text,
-        deadline=deadline,
-        due_dates=due_dates(rec, deadline),
-        executors=normalized_executors(rec),
-        payload=payload,
-        submitted_by=submitted_by,
-    )
+    return RecommendationEvent(**event_content(rec), submitted_by=submitted_by)

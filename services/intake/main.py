@@ -1,4 +1,4 @@
-"""Intake's composition root: settings, broker, HTTP app and metrics wired together."""
+"""Intake's composition root: settings, producer, HTTP app and metrics wired together."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from services.intake.api import router
 from services.intake.publisher import RecommendationPublisher, declare_publisher
 from services.intake.settings import IntakeSettings
-from shared.kafka import ensure_topics, make_broker, wait_for_broker
+from shared.kafka import EventProducer, ensure_topics, make_broker, wait_for_broker
 from shared.recommendations import (
     PlanRecommendation,
     TreatyBodyRecommendation,
@@ -40,21 +41,30 @@ class RecommendationBatch(BaseModel):
 def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     configure_logging(settings.log_level)
-    broker = make_broker(settings.kafka_bootstrap, "intake")
+    # Events go out through aiokafka directly, a request's events in one batch per partition
+    # (FastStream's publish, message by message, cost more CPU than validating the item).
+    # The FastStream broker only describes them for the AsyncAPI document: it never connects.
+    docs_broker = make_broker(settings.kafka_bootstrap, "intake")
+    declare_publisher(docs_broker, settings.recommendations_topic)
+    producer = EventProducer(settings.kafka_bootstrap, "hrtrack-intake")
     publisher = RecommendationPublisher(
-        broker, settings.publish_timeout_seconds,
-        declare_publisher(broker, settings.recommendations_topic),
-    )
+        producer, settings.recommendations_topic, settings.publish_timeout_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def connect() -> None:
             # The service answers (503, not ready) while the broker is still away.
-            await wait_for_broker(settings.kafka_bootstrap, timeout=float("inf"))
-            if settings.recommendations_topic != TOPIC_RECOMMENDATIONS:
-                await ensure_topics(settings.kafka_bootstrap, [settings.recommendations_topic])
-            await broker.start()
-            app.state.broker_connected = publisher.connected = True
+            while True:
+                await wait_for_broker(settings.kafka_bootstrap, timeout=float("inf"))
+                try:
+                    if settings.recommendations_topic != TOPIC_RECOMMENDATIONS:
+                        await ensure_topics(settings.kafka_bootstrap,
+                                            [settings.recommendations_topic])
+                    await producer.start()
+                    break
+                except (KafkaError, OSError) as exc:  # gone again in between: wait anew
+                    log.info("broker not ready yet (%s), retrying", exc)
+                    await asyncio.sleep(0.5)
             log.info("intake connected to the broker")
 
         connecting = asyncio.create_task(supervised("broker connection", connect()))
@@ -64,11 +74,10 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
-            await broker.stop()
+            await producer.stop()
 
     async def broker_ready() -> None:
-        if not getattr(app.state, "broker_connected", False) or not await broker.ping(2):
-            raise ConnectionError("broker unreachable")
+        await producer.ping()  # the producer intake publishes with reaches the broker
 
     app = create_app(
         service="intake",
@@ -78,11 +87,9 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token_secret = settings.token_secret.get_secret_value()
-    app.state.broker = broker
-    app.state.broker_connected = False
     app.state.publisher = publisher
     app.include_router(router)
-    _serve_asyncapi(app, broker)
+    _serve_asyncapi(app, docs_broker)
     serve_openapi(app, _add_request_models)
     return app
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
 
 from shared.kafka import EventProducer, ensure_topics
 from tests.conftest import Infra, unique
@@ -34,6 +35,7 @@ async def test_records_land_where_the_default_partitioner_puts_them_in_order(
     topic = unique("producer")
     await ensure_topics(infra.bootstrap, [topic])
     producer = EventProducer(infra.bootstrap, "test", max_batch_bytes=64 * 1024)
+    acked_before = acked(topic)
     await producer.start()
     try:
         keys = [str(uuid.uuid4()).encode() for _ in range(40)]
@@ -59,6 +61,14 @@ async def test_records_land_where_the_default_partitioner_puts_them_in_order(
     assert len(partitions) > 1
     assert all(seq == sorted(seq) for seq in per_key.values()), "one key's records in order"
     assert sorted(s for seq in per_key.values() for s in seq) == list(range(3000))
+    assert acked(topic) - acked_before == 3000, "every record counted once acknowledged"
+    assert REGISTRY.get_sample_value("hrtrack_events_publish_duration_seconds_count",
+                                     {"destination": topic}), "batches timed"
+
+
+def acked(topic: str) -> float:
+    return REGISTRY.get_sample_value("hrtrack_events_published_total",
+                                     {"destination": topic, "status": "acked"}) or 0.0
 
 
 async def test_a_record_larger_than_a_batch_goes_in_a_batch_of_its_own(infra: Infra) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import UTC
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
@@ -13,6 +15,7 @@ from services.intake.domain import (
     BadRequest,
     BatchError,
     ItemInvalid,
+    Submission,
     deduplicate,
     envelope,
     parse_json_body,
@@ -21,6 +24,7 @@ from services.intake.domain import (
     validate_item,
     validate_items,
 )
+from shared.events import RecommendationEvent
 from shared.plan_parser import PlanAction, parse_plan
 
 PLAN_FILE = Path(__file__).resolve().parents[2] / "data" / "national-action-plan-2009-2012.txt"
@@ -132,3 +136,56 @@ def test_plan_id_can_be_overridden() -> None:
     item = plan_item(plan_actions()[0], "MY-PLAN")
     assert item["plan"] == "MY-PLAN"
     assert item["executors"].startswith("Ministry of Justice")  # as written
+
+
+def test_within_a_request_each_recommendation_once_in_the_order_of_its_last_version() -> None:
+    items = [UPR, {**UPR, "paragraph": "1"}, {**UPR, "text": "Changed."}, {**UPR, "paragraph": "2"}]
+    events, _ = validate_items(items, submitted_by="t")
+    assert [(e.payload["paragraph"], e.text) for e in deduplicate(events)] == [
+        ("1", "Ratify."), ("97.12", "Changed."), ("2", "Ratify.")]
+    distinct = events[1:]
+    assert deduplicate(distinct) == distinct
+
+
+# --- the event intake publishes ---------------------------------------------------------------
+
+
+def test_a_submission_has_the_fields_of_a_recommendation_event() -> None:
+    fields = {f.name: f for f in dataclasses.fields(Submission)}
+    types = get_type_hints(Submission)
+    assert list(fields) == list(RecommendationEvent.model_fields)  # names and order
+    for name, model_field in RecommendationEvent.model_fields.items():
+        assert types[name] == model_field.annotation, name
+        if model_field.default_factory is not None:
+            assert fields[name].default_factory is not dataclasses.MISSING, name
+        elif not model_field.is_required():
+            assert fields[name].default == model_field.default, name
+    sub = submissions()[0]
+    assert sub.event_id != submissions()[0].event_id  # each submission is its own event
+    assert sub.occurred_at.tzinfo is UTC
+
+
+def submissions() -> list[Submission]:
+    """Every source, every kind of deadline and executors, texts JSON must escape."""
+    items = [plan_item(a) for a in plan_actions()]
+    items += [UPR, {**UPR, "paragraph": "3", "deadline": "Yearly", "executors": "MoJ"},
+              {"source": "treaty_body", "state": "KAZ", "committee": "CAT", "symbol": "S/1",
+               "paragraph": "15", "sub_paragraph": "a", "adopted": "2014-11-21",
+               "text": "Line\nbreak \"quoted\" \\ tab\t \u0416\u0443\u0441 \U0001f600 \x7f",
+               "follow_up": True, "follow_up_due": "2015-11-28", "follow_up_grade": "B",
+               "next_report_due": "2018-11-28", "themes": ["a\u2028b"],
+               "executors": [{"name": "\u041c\u0438\u043d\u044e\u0441\u0442", "role": "co"}]},
+              {"source": "plan", "plan": "P", "chapter": "C", "number": "1", "text": "t",
+               "deadline": {"due": "2011-03-31", "start": "2011-01-01"}},
+              {"source": "plan", "plan": "P", "chapter": "C", "number": "2", "text": "t",
+               "deadline": "as soon as possible"}]
+    events, rejections = validate_items(items, submitted_by="coordinator \u00e9")
+    assert rejections == []
+    return events
+
+
+def test_a_submission_writes_what_the_event_model_writes() -> None:
+    for sub in submissions():
+        event = sub.to_event()
+        assert sub.to_json() == event.model_dump_json().encode()
+        assert RecommendationEvent.model_validate_json(sub.to_json()) == event

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
+import hashlib
+import json
+import uuid
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from shared.recommendations import (
     PlanRecommendation,
     TreatyBodyRecommendation,
     UprRecommendation,
+    canonical_json,
     to_event,
 )
 
@@ -196,3 +200,113 @@ def test_deadline_as_a_date() -> None:
 
 def test_unknown_fields_are_refused() -> None:
     assert errors({**UPR, "colour": "red"}) == {"colour": "Extra inputs are not permitted"}
+
+
+# Computed before the intake performance work (issue 7): stored hashes are compared on
+# re-push, so a faster canonicalization must give exactly these.
+PINNED_UNICODE: dict[str, Any] = {
+    "source": "upr", "state": "KAZ", "cycle": 2, "review_date": "2014-10-30",
+    "paragraph": "120.5", "themes": ["\u0434\u0435\u0442\u0438"],
+    "text": "  \u041e\u0431\u0435\u0441\u043f\u0435\u0447\u0438\u0442\u044c \u00ab\u043f\u0440"
+            "\u0430\u0432\u0430\u00bb \u2014 caf\u00e9 \"q\" \\ \u4e2d  ",
+}
+PINNED = [
+    (UPR, "6993c279-f6fc-5414-b7d4-5596567bed92",
+     "fff55d4e7e0941dc37776075cd198c1af65a3f5c9b366e957839a70aca03f0d1"),
+    (TREATY, "f701a83e-e0c7-582e-9594-7982cc135781",
+     "eda01b38be0c08368ce679f6f11e077a99edd19cfec17f586df4055e5463dca3"),
+    (PLAN, "61813a9e-6672-5e41-ac63-df680d217567",
+     "d3bb07109739083556e350bc9073adcd1b8e73d328917abbdaaa4215d04b20b8"),
+    ({**PLAN, "deadline": {"due": "2011-03-31", "start": "2011-01-01"},
+      "executors": [{"name": "Ministry of Justice", "role": "lead"},
+                    {"name": "UNDP", "role": "partner"}]},
+     "61813a9e-6672-5e41-ac63-df680d217567",
+     "b29d1ceb66672869b4ccc7dcb5b736a02316b726ef9c49c0596bf02548af1f1f"),
+    (PINNED_UNICODE, "02d757ff-b522-5451-9567-9a8b8d5e78b8",
+     "8d4d8b5df573019e128dc3f3254331258a03938fc930c656cd370970ba955896"),
+]
+
+
+@pytest.mark.parametrize(("raw", "rid", "digest"), PINNED,
+                         ids=["upr", "treaty_body", "plan", "plan_dates", "unicode"])
+def test_ids_and_content_hashes_never_change(raw: dict[str, Any], rid: str, digest: str) -> None:
+    ev = event(raw)
+    assert (str(ev.recommendation_id), ev.content_hash) == (rid, digest)
+
+
+# --- the faster normalization gives what the plain one gave (issue 7) --------------------------
+
+
+def reference_json(payload: dict[str, Any]) -> bytes:
+    """How content hashes have always been taken: json.dumps, sorted, compact, ASCII."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+TRICKY_TEXTS = ["plain", "quote \" backslash \\ slash /", "tab\there\nnewline\r\x0b\x0c",
+                "".join(chr(c) for c in range(32)), "del \x7f", "caf\u00e9", "\u0416\u0443\u0441",
+                "\u4e2d\u6587", "emoji \U0001f600", "\u2028\u2029", "\ufeff", "\\u0000 as text"]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_canonical_json_is_what_json_dumps_writes(text: str) -> None:
+    payload = {"text": text, "b": [1, True, None, {"z": text, "a": -3}], "a": {"y": 2, "x": 1},
+               text: "as a key", "nested": [[], {}, ""]}
+    assert canonical_json(payload) == reference_json(payload)
+    storable = text.replace("\x00", "").strip() or "t"  # NUL is refused (tested below)
+    rec = RECOMMENDATION_ADAPTER.validate_python({**PLAN, "text": storable,
+                                                  "themes": [storable]})
+    assert to_event(rec, submitted_by="t").content_hash == hashlib.sha256(
+        reference_json(rec.model_dump(mode="json"))).hexdigest()
+
+
+def test_canonical_json_of_python_values_is_json_dumps_with_str() -> None:
+    payload: dict[str, Any] = {"due": date(2011, 3, 31), "at": datetime(2011, 3, 31, 12, 0),
+                               "id": uuid.UUID(int=7)}
+    assert canonical_json(payload) == reference_json(payload)
+
+
+# Parsed with the plain implementation before the regexes were reworked for speed.
+EXECUTOR_TEXTS = [
+    ("Ministry of Culture and Information, MCI RK; Akimats of Almaty, Zhambyl and Pavlodar "
+     "regions AND the Supreme Court (per agreement)",
+     [("Ministry of Culture and Information", "lead"), ("MCI RK", "co"),
+      ("Akimats of Almaty, Zhambyl and Pavlodar regions", "co"), ("Supreme Court", "partner")]),
+    ("Prosecutor General NGOs (as agreed), Human Rights Commissioner (Ombudsman) jointly with "
+     "UNDP",
+     [("Prosecutor General", "lead"), ("NGOs", "partner"),
+      ("Human Rights Commissioner (Ombudsman)", "co"), ("UNDP", "co")]),
+    ("Ministry of Justice\u3000,\u2028Ministry of Finance\x1cwith the participation of OSCE",
+     [("Ministry of Justice", "lead"), ("Ministry of Finance", "co"), ("OSCE", "co")]),
+    ("Ministry of Labour w\u0131th the participation of Supreme Court",
+     [("Ministry of Labour", "lead"), ("Supreme Court", "co")]),
+    ("Ministry of Education (Committee (for) Youth), and \u041e\u0421\u041a \u0420\u041a",
+     [("Ministry of Education (Committee (for) Youth), and OSK RK", "lead")]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXECUTOR_TEXTS)
+def test_executor_texts_parse_as_before(text: str, expected: list[tuple[str, str]]) -> None:
+    for _ in range(2):  # the first parse fills the caches, the second reads them
+        ev = event({**PLAN, "executors": text})
+        assert [(e.name, e.role.value) for e in ev.executors] == expected
+
+
+def test_cached_values_are_shared_but_never_changed_by_an_event() -> None:
+    first, second = event(PLAN), event({**PLAN, "number": "4"})
+    assert first.deadline == second.deadline and first.executors == second.executors
+    first.executors.append(first.executors[0])  # an event's lists are its own
+    assert len(event(PLAN).executors) == 3
+
+
+@pytest.mark.parametrize(("field", "value", "path"), [
+    ("text", "a\x00b", "text"),
+    ("themes", ["ok", "\ud800"], "themes.1"),
+    ("executors", [{"name": "Mo\x00J", "role": "lead"}], "executors.0.name"),
+])
+def test_unstorable_text_is_still_found_and_named(field: str, value: Any, path: str) -> None:
+    assert errors({**PLAN, field: value})[path].startswith(("must not contain NUL",
+                                                            "is not valid Unicode"))
+
+
+def test_a_backslash_u0000_written_out_is_text_like_any_other() -> None:
+    assert event({**PLAN, "text": "\\u0000 is how JSON escapes NUL"}).text.startswith("\\u0000")
