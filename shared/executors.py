@@ -315,6 +315,7 @@ _NOT_WORDS = re.compile(r"[\W_]+")
 _LOWER_THE = re.compile(r"^the\s+")
 
 
+@functools.lru_cache(maxsize=16_384)  # a plan names the same few hundred bodies again and again
 def agency_key(name: str) -> str:
     """Key for alias lookup: "The Ministry of Justice" and "Ministry of justice" are equal."""
     text = _latin_abbreviations(unicodedata.normalize("NFKC", name)).casefold()

@@ -161,6 +161,8 @@ class TrackerRepository:
         self._outbox_rows: list[dict[str, Any]] = []
         self._history_rows: list[dict[str, Any]] = []
         self.created_agencies: list[str] = []
+        # One clock reading per transaction, as PostgreSQL's now(): history is ordered by id.
+        self.now = utcnow()
 
     # --- outbox and history -----------------------------------------------------------------
 
@@ -171,12 +173,12 @@ class TrackerRepository:
         else:
             event_id, payload = event.event_id, event.model_dump_json()
         self._outbox_rows.append({"event_id": event_id, "topic": topic, "key": str(key),
-                                  "payload": payload, "created_at": utcnow()})
+                                  "payload": payload, "created_at": self.now})
 
     def add_history(self, entity: str, entity_id: uuid.UUID, action: str, actor: str,
                     data: dict[str, Any] | None = None) -> None:
         self._history_rows.append({"entity": entity, "entity_id": entity_id, "action": action,
-                                   "actor": actor, "data": data or {}, "at": utcnow()})
+                                   "actor": actor, "data": data or {}, "at": self.now})
 
     async def driver_connection(self) -> Any:
         """The asyncpg connection under this session's transaction (for COPY)."""
@@ -377,6 +379,8 @@ class TrackerRepository:
         for event in changed:
             wanted: set[uuid.UUID] = set()
             named = claims_by_agency(claims[event.recommendation_id], agency_of)
+            due = own_due(event.due_dates, event.deadline.due)
+            owed_from = active_from(event, today)
             for agency_id, claim in named.items():
                 aid = make_assignment_id(event.recommendation_id, agency_id)
                 wanted.add(aid)
@@ -399,8 +403,8 @@ class TrackerRepository:
                 row: dict[str, Any] = {
                     "id": aid, "recommendation_id": event.recommendation_id,
                     "agency_id": agency_id, "role": claim.role.value, "status": status,
-                    "due": own_due(event.due_dates, event.deadline.due),
-                    "active_from": (before or {}).get("active_from") or active_from(event, today),
+                    "due": due,
+                    "active_from": (before or {}).get("active_from") or owed_from,
                     "version": (before["version"] + 1) if before else 1,
                     "created_at": before["created_at"] if before else now, "updated_at": now,
                     "closed_at": closed_at,
