@@ -71,9 +71,10 @@ METRICS: dict[str, str] = {
     "hrtrack_kafka_received_processed_messages_total": "counter",
     "hrtrack_kafka_received_processed_messages_duration_seconds": "histogram",
     "hrtrack_kafka_received_processed_messages_exceptions_total": "counter",
-    "hrtrack_kafka_published_messages_total": "counter",
-    "hrtrack_kafka_published_messages_duration_seconds": "histogram",
-    "hrtrack_kafka_published_messages_exceptions_total": "counter",
+    # what intake and the tracker's relay publish (shared.kafka.EventProducer)
+    "hrtrack_events_published_total": "counter",
+    "hrtrack_events_publish_duration_seconds": "histogram",
+    "hrtrack_events_publish_errors_total": "counter",
     "hrtrack_kafka_consumer_lag": "gauge",
     "hrtrack_dead_letters_total": "counter",
     # intake
