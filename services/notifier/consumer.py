@@ -7,6 +7,11 @@ quarterly progress report still owed, which the notifier computes itself from
 Closed assignments keep no due dates. Older versions never overwrite newer ones. Only an
 event the database rejects as data (SQLSTATE 22, 23) goes to the dead letters; any other
 error is waited out.
+
+A batch of assignment events is one transaction of one unnest upsert, one DELETE (only for
+assignments that existed) and one COPY of the due rows, run on asyncpg directly: the
+tracker announces thousands of assignments per second, and per row SQLAlchemy work and
+per row triggers had made this the notifier's largest cost (bench/notifier_ingest.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import date
 from operator import attrgetter
 from typing import Any
 
@@ -24,50 +30,132 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.notifier.models import AgencyContact, DueDateRow, TrackedAssignment, utcnow
+from services.notifier.models import SCHEMA, AgencyContact, utcnow
 from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
-from shared.events import AgencyEvent, AssignmentEvent, DueKind, latest_per_key
+from shared.events import (
+    AgencyEvent,
+    AssignmentEvent,
+    AssignmentStatus,
+    DueKind,
+    Source,
+    latest_per_key,
+)
 from shared.kafka import send_to_dead_letters
 from shared.retry import is_data_error
 
 log = logging.getLogger(__name__)
 AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
-ASSIGNMENTS = TrackedAssignment.__table__  # type: ignore[attr-defined]
-DUE_DATES = DueDateRow.__table__  # type: ignore[attr-defined]
+
+# Records per batch: a batch costs one transaction and a few round trips whatever its size;
+# measured (bench/notifier_ingest.py), 5000 cost more CPU per event than 1000-2000 (the
+# collector walks the larger batch's objects).
+MAX_RECORDS = 2000
 
 
 def raw_bodies(msg: Any) -> Any:
     return msg.body
 
 
-def latest_by_key(events: list[Any], key: str) -> list[Any]:
-    """Within a batch only the last event per id matters (events of one key are ordered)."""
-    return latest_per_key(events, attrgetter(key))
+def latest_pairs(pairs: list[tuple[Any, Any]], key: str) -> list[tuple[Any, Any]]:
+    """The (event, record) pairs of the last event per id: within a batch only that one
+    matters (events of one key are ordered). ``key`` names the events' UUID id field."""
+    id_of = attrgetter(f"{key}.int")  # an int hashes in C, a UUID in Python
+    return latest_per_key(pairs, lambda pair: id_of(pair[0]))
 
 
-DUE_COLUMNS = {"assignment_id": "uuid", "kind": "text", "due_date": "date",
-               "period_start": "date", "agency_id": "uuid", "status": "text", "role": "text"}
-INSERT_DUE_DATES = text(
-    f"INSERT INTO notifier.due_dates ({', '.join(DUE_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in DUE_COLUMNS.items())
-    + ") ON CONFLICT DO NOTHING")
-REPLACE_DELETE = text("DELETE FROM notifier.due_dates WHERE assignment_id = ANY(:ids)")
+# The due_dates columns, in the order of the rows due_rows makes (COPY writes them as is).
+DUE_COLUMNS = ("assignment_id", "kind", "due_date", "period_start", "agency_id", "status",
+               "role")
+REPORT = DueKind.REPORT.value
+# Plain strings for the database; a dict look-up is cheaper than Enum.value.
+KIND_VALUES = {kind: kind.value for kind in DueKind}
+STATUS_VALUES = {status: status.value for status in AssignmentStatus}
+SOURCE_VALUES = {source: source.value for source in Source}
+
+# The whole batch in one statement, one array per column, through asyncpg directly:
+# PostgreSQL plans it once, the rows travel in one round trip, and no SQLAlchemy statement
+# is compiled per batch. reported_periods travels as an array literal (unnest cannot take
+# an array of arrays of different lengths). A re-delivered older version never overwrites a
+# newer one; `xmax = 0` tells the rows inserted now from the ones updated.
+ASSIGNMENT_COLUMNS = {
+    "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "agency_name": "text",
+    "role": "text", "status": "text", "source": "text", "reference": "text", "text": "text",
+    "deadline": "jsonb", "active_from": "date", "reported_periods": "text", "version": "int",
+}
+_NAMES = ", ".join(ASSIGNMENT_COLUMNS)
+UPSERT_ASSIGNMENTS = (
+    f"INSERT INTO notifier.assignments AS a ({_NAMES}, updated_at) SELECT "
+    + ", ".join(f"{c}::date[]" if c == "reported_periods" else c for c in ASSIGNMENT_COLUMNS)
+    + f", ${len(ASSIGNMENT_COLUMNS) + 1}::timestamptz FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(ASSIGNMENT_COLUMNS.values(), start=1))
+    + f") AS e({_NAMES}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in [*ASSIGNMENT_COLUMNS, "updated_at"] if c != "id")
+    + " WHERE a.version <= excluded.version RETURNING a.id, a.xmax = 0 AS inserted")
+# Read by the trigger assignments_state_to_due_dates (migration 0004); for this transaction.
+REPLACING_DUE_DATES = text("SET LOCAL hrtrack.replacing_due_dates = on")
+DELETE_DUE_DATES = "DELETE FROM notifier.due_dates WHERE assignment_id = ANY($1::uuid[])"
 
 
-def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[dict[str, Any]]:
-    """The due_dates rows of one assignment (none once it is closed)."""
-    if event.status.value in policy.closed_statuses:
-        return []
-    rows = {(d.kind.value, d.due): d.start for d in event.due_dates
-            if d.kind is not DueKind.REPORT}  # reports: computed here, below
-    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
-    for start, due in report_periods(event.active_from, own, event.reported_periods, policy):
-        rows[(DueKind.REPORT.value, due)] = start
-    return [{"assignment_id": event.assignment_id, "kind": kind, "due_date": due,
-             "period_start": start, "agency_id": event.agency_id,
-             "status": event.status.value, "role": event.role}
-            for (kind, due), start in rows.items()]
+class DueRows:
+    """The due_dates rows (DUE_COLUMNS) of assignment events under one policy.
+
+    The report periods owed are remembered: most assignments share their dates (a plan's
+    deadline, the day they were created), and working out the quarters costs several
+    microseconds an event.
+    """
+
+    CACHE_SIZE = 10_000
+
+    def __init__(self, policy: ReminderPolicy) -> None:
+        self.policy = policy
+        self._reports: dict[tuple[Any, ...], tuple[tuple[date, date], ...]] = {}
+
+    def owed_reports(self, active_from: date | None, last_own_due: date | None,
+                     reported: tuple[date, ...]) -> tuple[tuple[date, date], ...]:
+        """policy.report_periods: (quarter start, due date) of each report still owed."""
+        key = (active_from, last_own_due, reported)
+        found = self._reports.get(key)
+        if found is None:
+            if len(self._reports) >= self.CACHE_SIZE:
+                self._reports.clear()
+            own = [last_own_due] if last_own_due is not None else []
+            found = self._reports[key] = tuple(
+                report_periods(active_from, own, list(reported), self.policy))
+        return found
+
+    def __call__(self, event: AssignmentEvent) -> list[tuple[Any, ...]]:
+        """The rows of one assignment (none once it is closed)."""
+        status = STATUS_VALUES[event.status]
+        if status in self.policy.closed_statuses:
+            return []
+        own: dict[tuple[str, date], date | None] = {}  # a due date named twice: one row
+        last_own: date | None = None
+        for d in event.due_dates:
+            kind = d.kind
+            if kind is DueKind.REPORT:
+                continue  # computed here, below
+            own[(KIND_VALUES[kind], d.due)] = d.start
+            if kind is DueKind.DEADLINE and (last_own is None or d.due > last_own):
+                last_own = d.due
+        aid, agency, role = event.assignment_id, event.agency_id, event.role
+        rows = [(aid, kind, due, start, agency, status, role)
+                for (kind, due), start in own.items()]
+        # One per quarter, so no two alike, and of another kind than the own ones.
+        rows += [(aid, REPORT, due, start, agency, status, role) for start, due in
+                 self.owed_reports(event.active_from, last_own, tuple(event.reported_periods))]
+        return rows
+
+
+def assignment_columns(events: list[AssignmentEvent]) -> list[tuple[Any, ...]]:
+    """The parameters of UPSERT_ASSIGNMENTS: one sequence per column of ASSIGNMENT_COLUMNS
+    (rows made in one pass over the events, then turned into columns)."""
+    rows = [(e.assignment_id, e.recommendation_id, e.agency_id, e.agency_name, e.role,
+             STATUS_VALUES[e.status], SOURCE_VALUES[e.source], e.reference, e.text,
+             e.deadline.model_dump_json(),
+             e.active_from, "{" + ",".join(d.isoformat() for d in e.reported_periods) + "}",
+             e.version) for e in events]
+    return list(zip(*rows, strict=True))
 
 
 class TrackerEventsConsumer:
@@ -77,13 +165,16 @@ class TrackerEventsConsumer:
         self.sessions = sessions
         self.settings = settings
         self.policy = settings.policy
+        self.due_rows = DueRows(settings.policy)
 
     def register(self) -> None:
         for topic, handler in ((self.settings.assignments_topic, self.handle_assignments),
                                (self.settings.agencies_topic, self.handle_agencies)):
             self.broker.subscriber(
-                topic, group_id=self.settings.consumer_group, batch=True, max_records=2000,
-                batch_timeout_ms=100, auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
+                topic, group_id=self.settings.consumer_group, batch=True,
+                max_records=MAX_RECORDS, batch_timeout_ms=100,
+                fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+                auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
                 max_poll_interval_ms=30 * 60 * 1000, decoder=raw_bodies, title=topic,
@@ -106,8 +197,7 @@ class TrackerEventsConsumer:
         restarting database: nothing is acknowledged before it is stored). If the database
         rejects the data, store event by event and park the ones it rejects, so one bad
         event never blocks the topic."""
-        latest = {id(e) for e in latest_by_key([e for e, _ in pairs], key)}
-        pairs = [(e, r) for e, r in pairs if id(e) in latest]
+        pairs = latest_pairs(pairs, key)
         if not pairs:
             return
         if await self._store_waiting(topic, store, [e for e, _ in pairs]) is None:
@@ -149,32 +239,36 @@ class TrackerEventsConsumer:
         await msg.ack()
 
     async def store_assignments(self, events: list[AssignmentEvent]) -> None:
-        rows = [{
-            "id": e.assignment_id, "recommendation_id": e.recommendation_id,
-            "agency_id": e.agency_id, "agency_name": e.agency_name, "role": e.role,
-            "status": e.status.value, "source": e.source.value, "reference": e.reference,
-            "text": e.text, "deadline": e.deadline.model_dump(mode="json"),
-            "active_from": e.active_from, "reported_periods": e.reported_periods,
-            "version": e.version, "updated_at": utcnow(),
-        } for e in events]
+        """Upsert the assignments and replace the due dates of those that changed.
+
+        ``events`` holds one event per assignment (the latest of the batch). An assignment
+        inserted now has no due dates yet (they are written only here, with their
+        assignment, and assignments are never deleted), so only updated ones need the
+        DELETE; the new rows then go in with COPY, several times cheaper than INSERTs.
+        """
+        if not events:
+            return
         async with self.sessions() as session, session.begin():
-            insert = pg_insert(ASSIGNMENTS)
-            # A re-delivered older version never overwrites a newer one.
-            stmt = insert.on_conflict_do_update(
-                index_elements=[ASSIGNMENTS.c.id],
-                set_={c.name: insert.excluded[c.name] for c in ASSIGNMENTS.c if c.name != "id"},
-                where=ASSIGNMENTS.c.version <= insert.excluded.version,
-            ).returning(ASSIGNMENTS.c.id)
-            applied = {r.id for r in (await session.execute(stmt, rows)).all()} if rows else set()
-            fresh = [e for e in events if e.assignment_id in applied]
-            if fresh:
-                await session.execute(REPLACE_DELETE,
-                                      {"ids": [e.assignment_id for e in fresh]})
-                new_rows = [row for e in fresh for row in due_rows(e, self.policy)]
-                if new_rows:
-                    # One statement for the whole batch (an executemany runs once per row).
-                    await session.execute(INSERT_DUE_DATES, {
-                        column: [row[column] for row in new_rows] for column in DUE_COLUMNS})
+            # Through SQLAlchemy, so that it opens the session's transaction (BEGIN): the
+            # asyncpg calls below run in it and commit or roll back together. The due rows
+            # of every changed assignment are replaced below, so the trigger that copies a
+            # new status or role onto them (migrations 0003, 0004) is told it has no work.
+            await session.execute(REPLACING_DUE_DATES)
+            connection = await (await session.connection()).get_raw_connection()
+            driver = connection.driver_connection
+            applied = await driver.fetch(UPSERT_ASSIGNMENTS, *assignment_columns(events),
+                                         utcnow())
+            if not applied:
+                return
+            replaced = [r["id"] for r in applied if not r["inserted"]]
+            if replaced:
+                await driver.execute(DELETE_DUE_DATES, replaced)
+            fresh = {r["id"] for r in applied}
+            due_rows = self.due_rows
+            rows = [row for e in events if e.assignment_id in fresh for row in due_rows(e)]
+            if rows:
+                await driver.copy_records_to_table("due_dates", schema_name=SCHEMA,
+                                                   columns=DUE_COLUMNS, records=rows)
 
     async def store_agencies(self, events: list[AgencyEvent]) -> None:
         rows = [{"id": e.agency_id, "name": e.name, "emails": e.emails, "language": e.language,

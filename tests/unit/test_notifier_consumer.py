@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
 
-from services.notifier.consumer import due_rows, latest_by_key
+from services.notifier.consumer import (
+    ASSIGNMENT_COLUMNS,
+    DUE_COLUMNS,
+    DueRows,
+    assignment_columns,
+    latest_pairs,
+)
 from services.notifier.policy import ReminderPolicy
 from shared.deadlines import Deadline
 from shared.events import (
@@ -18,6 +25,10 @@ from shared.events import (
 )
 
 POLICY = ReminderPolicy()
+
+
+def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[tuple[object, ...]]:
+    return DueRows(policy)(event)
 
 
 def event(**overrides: object) -> AssignmentEvent:
@@ -36,8 +47,12 @@ def event(**overrides: object) -> AssignmentEvent:
     return AssignmentEvent.model_validate(values)
 
 
-def kinds_and_dates(rows: list[dict[str, object]]) -> list[tuple[object, object, object]]:
-    return sorted((r["kind"], r["due_date"], r["period_start"]) for r in rows)
+def as_dicts(rows: list[tuple[object, ...]]) -> list[dict[str, object]]:
+    return [dict(zip(DUE_COLUMNS, row, strict=True)) for row in rows]
+
+
+def kinds_and_dates(rows: list[tuple[object, ...]]) -> list[tuple[object, object, object]]:
+    return sorted((r["kind"], r["due_date"], r["period_start"]) for r in as_dicts(rows))
 
 
 def test_own_deadline_and_the_reports_owed() -> None:
@@ -50,7 +65,7 @@ def test_own_deadline_and_the_reports_owed() -> None:
 
 
 def test_reported_quarters_are_not_due_any_more() -> None:
-    rows = due_rows(event(reported_periods=[date(2010, 1, 1)]), POLICY)
+    rows = as_dicts(due_rows(event(reported_periods=[date(2010, 1, 1)]), POLICY))
     assert [r["due_date"] for r in rows if r["kind"] == "report"] == [
         date(2010, 1, 10), date(2010, 7, 10)]
 
@@ -73,8 +88,8 @@ def test_closed_assignments_keep_no_due_dates() -> None:
 
 
 def test_without_own_deadline_reports_run_for_the_horizon() -> None:
-    rows = due_rows(event(due_dates=[], active_from=date(2010, 1, 1)),
-                    ReminderPolicy(report_horizon_days=180))
+    rows = as_dicts(due_rows(event(due_dates=[], active_from=date(2010, 1, 1)),
+                             ReminderPolicy(report_horizon_days=180)))
     # 180 days after 1 January 2010 is 30 June: two quarters
     assert [r["due_date"] for r in rows] == [date(2010, 4, 10), date(2010, 7, 10)]
 
@@ -83,4 +98,55 @@ def test_latest_event_per_key_wins_within_a_batch() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     first, other, second = event(assignment_id=a, version=1), event(assignment_id=b), \
         event(assignment_id=a, version=2)
-    assert latest_by_key([first, other, second], "assignment_id") == [other, second]
+    pairs = [(first, "record 1"), (other, "record 2"), (second, "record 3")]
+    assert latest_pairs(pairs, "assignment_id") == [(other, "record 2"), (second, "record 3")]
+
+
+def test_due_rows_carry_the_assignments_state() -> None:
+    e = event(role="co", status=AssignmentStatus.NOT_STARTED)
+    for row in as_dicts(due_rows(e, POLICY)):
+        assert (row["assignment_id"], row["agency_id"], row["status"], row["role"]) == (
+            e.assignment_id, e.agency_id, "not_started", "co")
+        assert type(row["kind"]) is str and type(row["status"]) is str
+
+
+def test_a_due_date_named_twice_is_one_row() -> None:
+    due = DueDate(kind=DueKind.DEADLINE, due=date(2010, 6, 30))
+    rows = due_rows(event(due_dates=[due, due], active_from=None), POLICY)
+    assert kinds_and_dates(rows) == [("deadline", date(2010, 6, 30), None)]
+
+
+def test_reports_run_to_the_last_own_deadline() -> None:
+    dues = [DueDate(kind=DueKind.DEADLINE, due=date(2010, 12, 31)),
+            DueDate(kind=DueKind.DEADLINE, due=date(2010, 3, 31)),
+            DueDate(kind=DueKind.NEXT_REVIEW, due=date(2014, 2, 12))]
+    rows = as_dicts(due_rows(event(due_dates=dues, active_from=date(2010, 7, 1)), POLICY))
+    assert [r["due_date"] for r in rows if r["kind"] == "report"] == [
+        date(2010, 10, 10), date(2011, 1, 10)]
+
+
+def test_remembered_report_periods_are_the_policys() -> None:
+    rows = DueRows(POLICY)
+    first = event(reported_periods=[date(2010, 1, 1)])
+    same_dates = event(reported_periods=[date(2010, 1, 1)])
+    assert kinds_and_dates(rows(first)) == kinds_and_dates(due_rows(first, POLICY))
+    again = as_dicts(rows(same_dates))
+    assert {r["assignment_id"] for r in again} == {same_dates.assignment_id}
+    assert kinds_and_dates(rows(same_dates)) == kinds_and_dates(due_rows(first, POLICY))
+    other_policy = DueRows(ReminderPolicy(report_due_day=20))
+    assert [r["due_date"] for r in as_dicts(other_policy(first)) if r["kind"] == "report"] \
+        == [date(2010, 1, 20), date(2010, 7, 20)]
+
+
+def test_assignment_columns_follow_the_upsert() -> None:
+    e = event(reported_periods=[date(2010, 1, 1), date(2010, 4, 1)])
+    plain = event(active_from=None)
+    columns = dict(zip(ASSIGNMENT_COLUMNS, assignment_columns([e, plain]), strict=True))
+    assert columns["id"] == (e.assignment_id, plain.assignment_id)
+    assert columns["status"] == ("in_progress", "in_progress")
+    assert columns["source"] == ("plan", "plan")
+    # unnest cannot take arrays of arrays: each list travels as an array literal
+    assert columns["reported_periods"] == ("{2010-01-01,2010-04-01}", "{}")
+    assert json.loads(columns["deadline"][0]) == e.deadline.model_dump(mode="json")
+    assert columns["active_from"] == (date(2009, 11, 5), None)
+    assert columns["version"] == (1, 1)

@@ -1,0 +1,267 @@
+"""The notifier storing `assignments` events on the real PostgreSQL (and broker): what lands
+in notifier.assignments and notifier.due_dates, how versions replace each other, that the
+due_dates triggers (migrations 0003, 0004) still keep other writers' rows in step, and that
+a batch commits or rolls back as one.
+
+Most tests call the consumer's store directly (the data path under test); the last one
+goes through Kafka and the running service to see a rejected event parked and the rest of
+its batch stored. The due dates lie in 2091-2093, where no other module runs a pass (a
+pass reads every module's due rows).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.notifier.consumer import TrackerEventsConsumer
+from services.notifier.main import build_app
+from services.notifier.policy import ReminderPolicy, report_periods
+from services.notifier.settings import NotifierSettings
+from shared.db import make_sessionmaker
+from shared.deadlines import Deadline
+from shared.events import (
+    AssignmentEvent,
+    AssignmentEventType,
+    AssignmentStatus,
+    DueDate,
+    DueKind,
+    Source,
+)
+from shared.kafka import make_broker
+from shared.retry import is_data_error
+from shared.settings import dead_letter_topic
+from tests.conftest import Infra, running, unique
+from tests.helpers import eventually
+from tests.integration.notifier.support import notifier_settings
+from tests.integration.test_dead_letters import dead_letters
+from tests.integration.tracker.support import produce
+
+Q1, Q2, Q3 = date(2091, 1, 1), date(2091, 4, 1), date(2091, 7, 1)
+
+
+@dataclass
+class Store:
+    infra: Infra
+    engine: AsyncEngine
+    settings: NotifierSettings
+    consumer: TrackerEventsConsumer
+
+    @property
+    def policy(self) -> ReminderPolicy:
+        return self.settings.policy
+
+
+@pytest.fixture(scope="module")
+async def store(infra: Infra) -> AsyncIterator[Store]:
+    engine = create_async_engine(infra.database_url)
+    settings = notifier_settings(infra, unique("store"))
+    # The broker is only for dead letters, which the direct calls here never send.
+    consumer = TrackerEventsConsumer(make_broker(infra.bootstrap, "notifier-test"),
+                                     make_sessionmaker(engine), settings)
+    yield Store(infra, engine, settings, consumer)
+    await engine.dispose()
+
+
+def assignment(**changes: Any) -> AssignmentEvent:
+    values: dict[str, Any] = {
+        "type": AssignmentEventType.CREATED, "assignment_id": uuid.uuid4(),
+        "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
+        "agency_name": "Ministry of Justice", "role": "lead",
+        "status": AssignmentStatus.NOT_STARTED, "source": Source.PLAN,
+        "reference": f"NHRAP / test / {unique('No')}", "text": "Adopt a law on legal aid.",
+        "deadline": Deadline(text="Yearly", start=date(2091, 1, 1), due=date(2092, 12, 31),
+                             recurrence="yearly"),
+        "due_dates": [DueDate(kind=DueKind.DEADLINE, due=date(2091, 12, 31)),
+                      DueDate(kind=DueKind.DEADLINE, due=date(2092, 12, 31)),
+                      DueDate(kind=DueKind.MID_TERM, due=date(2092, 6, 30))],
+        "active_from": Q1, "version": 1,
+    }
+    values.update(changes)
+    return AssignmentEvent.model_validate(values)
+
+
+def changed(event: AssignmentEvent, **changes: Any) -> AssignmentEvent:
+    return event.model_copy(update={"version": event.version + 1, "event_id": uuid.uuid4(),
+                                    "type": AssignmentEventType.UPDATED, **changes})
+
+
+def expected_due(event: AssignmentEvent, policy: ReminderPolicy
+                 ) -> set[tuple[str, date, date | None, uuid.UUID, str, str]]:
+    """Written from the event and the policy, not with the consumer's code."""
+    if event.status.value in policy.closed_statuses:
+        return set()
+    state = (event.agency_id, event.status.value, event.role)
+    rows = {(d.kind.value, d.due, d.start, *state) for d in event.due_dates
+            if d.kind is not DueKind.REPORT}
+    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
+    rows |= {("report", due, start, *state) for start, due in
+             report_periods(event.active_from, own, event.reported_periods, policy)}
+    return rows
+
+
+async def stored(engine: AsyncEngine, assignment_id: uuid.UUID) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT * FROM notifier.assignments WHERE id = :id"),
+                                  {"id": assignment_id})).mappings().first()
+    return dict(row) if row else None
+
+
+async def due_dates(engine: AsyncEngine, assignment_id: uuid.UUID
+                    ) -> set[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT kind, due_date, period_start, agency_id, status, role "
+            "FROM notifier.due_dates WHERE assignment_id = :id"), {"id": assignment_id})).all()
+    return {tuple(r) for r in rows}
+
+
+async def test_an_event_is_stored_as_the_tracker_sent_it(store: Store) -> None:
+    event = assignment(role="co", status=AssignmentStatus.IN_PROGRESS,
+                       reported_periods=[Q2, Q1],
+                       due_dates=[*assignment().due_dates,
+                                  DueDate(kind=DueKind.REPORT, due=date(2091, 4, 20))])
+    other = assignment(active_from=None, due_dates=[], deadline=Deadline(
+        text="whenever", start=None, due=None, needs_deadline=True))
+    await store.consumer.store_assignments([event, other])
+
+    row = await stored(store.engine, event.assignment_id)
+    assert row is not None
+    assert {k: row[k] for k in ("recommendation_id", "agency_id", "agency_name", "role",
+                                "status", "source", "reference", "text", "active_from",
+                                "version")} == {
+        "recommendation_id": event.recommendation_id, "agency_id": event.agency_id,
+        "agency_name": "Ministry of Justice", "role": "co", "status": "in_progress",
+        "source": "plan", "reference": event.reference, "text": event.text,
+        "active_from": Q1, "version": 1}
+    assert row["deadline"] == event.deadline.model_dump(mode="json")
+    assert row["reported_periods"] == [Q2, Q1]
+    assert row["updated_at"] is not None
+    dues = await due_dates(store.engine, event.assignment_id)
+    assert dues == expected_due(event, store.policy)
+    assert {(kind, due) for kind, due, *_ in dues} >= {
+        ("deadline", date(2091, 12, 31)), ("deadline", date(2092, 12, 31)),
+        ("mid_term", date(2092, 6, 30)), ("report", date(2091, 10, 10))}
+    assert ("report", date(2091, 4, 20)) not in {(k, d) for k, d, *_ in dues}, \
+        "report due dates are the notifier's own"
+
+    plain = await stored(store.engine, other.assignment_id)
+    assert plain is not None and plain["reported_periods"] == []
+    assert plain["deadline"]["needs_deadline"] is True
+    assert await due_dates(store.engine, other.assignment_id) == set()
+
+
+async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothing(
+        store: Store) -> None:
+    v1 = assignment()
+    v2 = changed(v1, status=AssignmentStatus.IN_PROGRESS, role="co", reported_periods=[Q1],
+                 due_dates=[DueDate(kind=DueKind.DEADLINE, due=date(2091, 9, 30),
+                                    start=Q3)])
+    v3 = changed(v2, status=AssignmentStatus.IMPLEMENTED)
+    await store.consumer.store_assignments([v1])
+    assert await due_dates(store.engine, v1.assignment_id) == expected_due(v1, store.policy)
+
+    await store.consumer.store_assignments([v2])
+    after_v2 = await due_dates(store.engine, v1.assignment_id)
+    assert after_v2 == expected_due(v2, store.policy)
+    assert {(status, role) for *_, status, role in after_v2} == {("in_progress", "co")}
+
+    # A re-delivered older version, alone or in a batch with a new assignment.
+    fresh = assignment()
+    await store.consumer.store_assignments([v1, fresh])
+    row = await stored(store.engine, v1.assignment_id)
+    assert row is not None and (row["version"], row["status"]) == (2, "in_progress")
+    assert await due_dates(store.engine, v1.assignment_id) == after_v2
+    assert await due_dates(store.engine, fresh.assignment_id) == expected_due(fresh,
+                                                                             store.policy)
+
+    # The same version again (a re-delivery after a crash) leaves the same rows.
+    await store.consumer.store_assignments([v2])
+    assert await due_dates(store.engine, v1.assignment_id) == after_v2
+
+    await store.consumer.store_assignments([v3])
+    assert await due_dates(store.engine, v1.assignment_id) == set(), "closed: nothing due"
+    row = await stored(store.engine, v1.assignment_id)
+    assert row is not None and (row["version"], row["status"]) == (3, "implemented")
+
+
+async def test_rows_written_by_others_still_take_the_assignments_state(store: Store) -> None:
+    event = assignment(role="co")
+    await store.consumer.store_assignments([event])
+    async with store.engine.begin() as conn:
+        # A due row inserted without the state (a bulk load, a manual fix) takes it from its
+        # assignment ...
+        await conn.execute(text(
+            "INSERT INTO notifier.due_dates (assignment_id, kind, due_date) "
+            "VALUES (:id, 'follow_up', '2091-11-28')"), {"id": event.assignment_id})
+    follow_up = {r for r in await due_dates(store.engine, event.assignment_id)
+                 if r[0] == "follow_up"}
+    assert follow_up == {("follow_up", date(2091, 11, 28), None, event.agency_id,
+                          "not_started", "co")}
+
+    # ... and a change of the assignment made by another writer reaches its due rows.
+    async with store.engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE notifier.assignments SET status = 'not_implemented', role = 'lead' "
+            "WHERE id = :id"), {"id": event.assignment_id})
+    states = {(status, role) for *_, status, role in
+              await due_dates(store.engine, event.assignment_id)}
+    assert states == {("not_implemented", "lead")}
+
+
+async def test_an_assignment_and_its_due_dates_commit_together(store: Store) -> None:
+    good, bad = assignment(), assignment()
+    # A stray due row of an assignment the notifier has never seen clashes with one the
+    # event brings: the database refuses the batch ...
+    async with store.engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO notifier.due_dates (assignment_id, kind, due_date) "
+            "VALUES (:id, 'deadline', '2091-12-31')"), {"id": bad.assignment_id})
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - classified below
+        await store.consumer.store_assignments([good, bad])
+    assert is_data_error(refused.value), refused.value
+    # ... and nothing of it stays: neither assignment, no due row beyond the stray one.
+    for event in (good, bad):
+        assert await stored(store.engine, event.assignment_id) is None
+    assert await due_dates(store.engine, good.assignment_id) == set()
+    assert len(await due_dates(store.engine, bad.assignment_id)) == 1
+
+    await store.consumer.store_assignments([good])  # alone it is stored
+    assert await due_dates(store.engine, good.assignment_id) == expected_due(good,
+                                                                            store.policy)
+
+
+async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
+        infra: Infra, store: Store) -> None:
+    settings = notifier_settings(infra, unique("refused"))
+    first, last = assignment(), assignment()
+    # Valid JSON and a valid event, but PostgreSQL text cannot hold a NUL character.
+    refused = assignment(text="Adopt a law\x00 on legal aid.")
+    records = [(str(e.assignment_id).encode(), e.model_dump_json().encode())
+               for e in (first, refused, last)]
+    async with running(build_app(settings), infra.coordinator_token()):
+        await produce(infra.bootstrap, settings.assignments_topic, records)
+
+        async def both_stored() -> bool:
+            return all([await stored(store.engine, e.assignment_id) for e in (first, last)])
+        await eventually(both_stored, timeout=60, what="the valid events stored")
+        key = str(refused.assignment_id).encode()
+
+        async def parked() -> dict[bytes, Any]:
+            return await dead_letters(infra.bootstrap, settings.assignments_topic, {key})
+        dead = await eventually(parked, timeout=30,
+                                what=f"the refused event in {dead_letter_topic('assignments')}")
+    assert dead[key].value == records[1][1], "the original bytes are kept for a replay"
+    headers = {k: v.decode() for k, v in dead[key].headers}
+    assert headers["x-source-topic"] == settings.assignments_topic
+    assert "0x00" in headers["x-error-message"], headers  # the database's reason
+    assert await stored(store.engine, refused.assignment_id) is None
+    assert await due_dates(store.engine, last.assignment_id) == expected_due(last,
+                                                                            store.policy)
