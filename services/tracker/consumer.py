@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from services.tracker.metrics import INGESTED
 from services.tracker.repository import IngestResult, Topics, TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
@@ -124,5 +125,8 @@ class RecommendationConsumer:
             await repo.flush()
         if result.agencies_created:
             log.info("new agencies to review: %s", ", ".join(result.agencies_created))
+        INGESTED.labels(outcome="changed").inc(result.recommendations_changed)
+        INGESTED.labels(outcome="unchanged").inc(result.recommendations_unchanged)
+        INGESTED.labels(outcome="stale").inc(result.recommendations_stale)
         self.on_commit()
         return result

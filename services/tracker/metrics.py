@@ -31,6 +31,9 @@ DUE_THIS_QUARTER = Gauge("hrtrack_assignments_due_this_quarter",
                          "Open assignments whose own deadline falls in the current quarter")
 REPORTS_SUBMITTED = Counter("hrtrack_reports_submitted", "Progress reports accepted, by status",
                             ["status"])
+INGESTED = Counter("hrtrack_recommendations_ingested",
+                   "Recommendation events the consumer committed, by outcome",
+                   ["outcome"])  # changed | unchanged | stale
 # Refreshed here, not by the relay: they must keep moving while the relay cannot publish.
 OUTBOX_BACKLOG = Gauge("hrtrack_outbox_backlog", "Outbox events not yet published")
 OUTBOX_OLDEST_AGE = Gauge("hrtrack_outbox_oldest_age_seconds",
@@ -48,6 +51,8 @@ def preinitialize() -> None:
     for status in AssignmentStatus:
         ASSIGNMENTS_GAUGE.labels(status=status.value)
         REPORTS_SUBMITTED.labels(status=status.value)
+    for outcome in ("changed", "unchanged", "stale"):
+        INGESTED.labels(outcome=outcome)
 
 
 async def refresh(engine: AsyncEngine, today: date) -> None:

@@ -84,6 +84,7 @@ METRICS: dict[str, str] = {
     "hrtrack_outbox_backlog": "gauge",
     "hrtrack_outbox_oldest_age_seconds": "gauge",
     "hrtrack_outbox_published_total": "counter",
+    "hrtrack_recommendations_ingested_total": "counter",
     "hrtrack_recommendations": "gauge",
     "hrtrack_assignments": "gauge",
     "hrtrack_assignments_by_agency": "gauge",
