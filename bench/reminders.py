@@ -18,8 +18,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
-from bench.common import PeakMemory, fresh_stack, machine, service_pids
+from bench.common import PeakMemory, all_pids, fresh_stack, machine
 from bench.pipeline import pg_dsn
 from hrtrack.devstack import DevStack
 
@@ -93,13 +94,20 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
         due_rows = await load(pool, args.n, args.agencies)
         print(f"reminders: loaded {args.n:,} assignments ({due_rows:,} due dates, "
               f"{args.agencies:,} agencies) in {time.perf_counter() - started:.1f}s")
-        with PeakMemory(service_pids(stack)) as memory:
+        pids = all_pids(stack)
+        if stack.smtp and stack.smtp.process and stack.smtp.process.proc:
+            pids["smtp"] = stack.smtp.process.proc.pid
+        idle_mb = psutil.Process(pids["notifier"]).memory_info().rss / 2**20
+        with PeakMemory(pids) as memory:
+            # CPU seconds as well as wall time: the machine may be busy with other work.
+            cpu_before = memory.cpu_seconds()
             async with httpx.AsyncClient(timeout=3600, headers={
                     "Authorization": f"Bearer {info['coordinator_token']}"}) as http:
                 started = time.perf_counter()
                 answer = await http.post(f"{info['notifier_url']}/v1/reminders/run",
                                          params={"as_of": args.as_of})
                 total = time.perf_counter() - started
+            cpu_after = memory.cpu_seconds()
         answer.raise_for_status()
         report = answer.json()
         mails = len(list(stack.mail_dir.glob("*.eml")))
@@ -108,10 +116,23 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
     due_set_ms = float(report["due_set_ms"])
     print(f"  pass as of {args.as_of}: {report.get('candidates', '?')} reminders due, "
           f"{mails:,} digests delivered to the SMTP sink")
+    largest = max((d["items"] for k in ("sent", "failed", "retrying") for d in report[k]),
+                  default=0)
+    print(f"  digests: {len(report['sent']):,} sent, {len(report['failed']):,} failed, "
+          f"{len(report['retrying']):,} to retry; the largest has {largest:,} reminders")
+    for failed in report["failed"][:3]:
+        print(f"    failed: {failed['recipient']} ({failed['items']:,} reminders): "
+              f"{failed['error'][:120]}")
     print(f"  due-set computation: {due_set_ms:,.0f} ms")
     print(f"  claiming, rendering and sending: {total * 1000 - due_set_ms:,.0f} ms "
           f"(whole pass {total:.1f}s)")
-    print(f"  notifier peak resident memory: {memory.peak_mb.get('notifier', 0):.0f} MB")
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in pids}
+    print(f"  CPU during the pass: notifier {cpu.get('notifier', 0):.1f}s, "
+          f"postgres {cpu.get('postgres', 0):.1f}s, SMTP sink {cpu.get('smtp', 0):.1f}s")
+    print("  peak resident memory: " + ", ".join(
+        f"{name} {mb:.0f} MB" for name, mb in sorted(memory.peak_mb.items())))
+    print(f"  notifier peak resident memory: {memory.peak_mb.get('notifier', 0):.0f} MB "
+          f"({idle_mb:.0f} MB before the pass)")
     return {"due_set_ms": due_set_ms, "pass_s": total}
 
 

@@ -2,26 +2,39 @@
 
 Pure: no I/O besides reading the packaged templates and message catalogues
 (``templates/digest.{txt,html}.j2`` and ``templates/messages.{en,ru,kk}.json``).
-Same inputs give byte-identical output, so a digest can be re-rendered on retry.
+Same inputs give byte-identical parts, so a digest can be re-rendered on retry.
+
+Streaming: ``prepare_digest`` computes what a digest shows once, and ``digest_message``
+produces the whole email (RFC 5322, CRLF line endings, as sent in SMTP DATA) piece by piece,
+so a digest of tens of thousands of items (the coordinators' escalations over a large book)
+never has to be held in memory as text, HTML, calendar and message at once.
+``render_digest`` and ``build_email`` give the same parts and message whole.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
+import email.policy
+import hashlib
+import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-import icalendar
 import jinja2
 
 from services.notifier.policy import ReminderKind
@@ -29,11 +42,15 @@ from services.notifier.policy import ReminderKind
 __all__ = [
     "LANGUAGES",
     "DigestItem",
+    "Envelope",
+    "PreparedDigest",
     "RenderedDigest",
     "build_email",
+    "digest_message",
     "excerpt",
     "normalize_language",
     "plural_category",
+    "prepare_digest",
     "render_digest",
 ]
 
@@ -45,7 +62,7 @@ _LANGUAGE_ALIASES = {"kz": "kk", "eng": "en", "rus": "ru", "kaz": "kk"}
 _KIND_ORDER = {kind: i for i, kind in enumerate(ReminderKind)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a coordinators' digest may hold 10^4-10^5
 class DigestItem:
     assignment_id: str
     recommendation_id: str
@@ -68,6 +85,16 @@ class RenderedDigest:
     html: str
     ics: bytes
     language: str = "en"  # the language actually used (after fallback)
+
+    # The parts as PreparedDigest gives them, so digest_message takes either.
+    def text_chunks(self) -> Iterable[str]:
+        return (self.text,)
+
+    def html_chunks(self) -> Iterable[str]:
+        return (self.html,)
+
+    def ics_chunks(self) -> Iterable[bytes]:
+        return (self.ics,)
 
 
 # --- language helpers -----------------------------------------------------------------
@@ -108,6 +135,10 @@ class _Messages:
         self.language = language
         self._cat = _catalogue(language)
         self._en = _catalogue("en")
+        # A digest asks for the same few labels and dates once per item.
+        self._labels: dict[tuple[str, str], str] = {}
+        self._dates: dict[tuple[date, str], str] = {}
+        self._days: dict[tuple[date, date], str] = {}
 
     def raw(self, key: str) -> Any:
         return self._cat[key] if key in self._cat else self._en[key]
@@ -122,25 +153,34 @@ class _Messages:
 
     def label(self, table: str, code: str) -> str:
         """Translated label of a code (status, role, ...); the code itself if unknown."""
-        return str(self.raw(table).get(code, code.replace("_", " ")))
+        found = self._labels.get((table, code))
+        if found is None:
+            found = self._labels[(table, code)] = str(
+                self.raw(table).get(code, code.replace("_", " ")))
+        return found
 
     def fmt_date(self, day: date, key: str = "date_long") -> str:
-        return self(
-            key,
-            d=day.day,
-            m=f"{day.month:02d}",
-            y=day.year,
-            month=self.raw("months")[day.month - 1],
-            month_short=self.raw("months_short")[day.month - 1],
-        )
+        found = self._dates.get((day, key))
+        if found is None:
+            found = self._dates[(day, key)] = self(
+                key,
+                d=day.day,
+                m=f"{day.month:02d}",
+                y=day.year,
+                month=self.raw("months")[day.month - 1],
+                month_short=self.raw("months_short")[day.month - 1],
+            )
+        return found
 
     def days(self, due: date, as_of: date) -> str:
-        delta = (due - as_of).days
-        if delta == 0:
-            return self("due_today")
-        if delta > 0:
-            return self.plural("days_left", delta)
-        return self.plural("days_overdue", -delta)
+        found = self._days.get((due, as_of))
+        if found is None:
+            delta = (due - as_of).days
+            found = self._days[(due, as_of)] = (
+                self("due_today") if delta == 0
+                else self.plural("days_left", delta) if delta > 0
+                else self.plural("days_overdue", -delta))
+        return found
 
 
 # --- text helpers ---------------------------------------------------------------------
@@ -170,6 +210,7 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return head.rstrip(" ,;:.-–—") + "…"
 
 
+@lru_cache(maxsize=4096)  # agency names recur item after item
 def _natural_key(value: str) -> tuple[tuple[int, int | str], ...]:
     """Sort "No. 3" before "No. 10"."""
     return tuple(
@@ -186,11 +227,12 @@ def _report_url(base: str, assignment_id: str) -> str:
 # --- view model -----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     item: DigestItem
     kinds: list[ReminderKind] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    short: str = ""  # the text's excerpt, made once for the text, HTML and calendar parts
 
     @property
     def key(self) -> tuple[str, str, date]:
@@ -203,7 +245,9 @@ def _merge(items: Iterable[DigestItem]) -> list[_Entry]:
     entries: dict[tuple[str, str, date], _Entry] = {}
     for item in items:
         key = (item.assignment_id, item.due_kind, item.due_date)
-        entry = entries.setdefault(key, _Entry(item))
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = _Entry(item, short=excerpt(item.text))
         if item.kind not in entry.kinds:
             entry.kinds.append(item.kind)
         entry.flags.extend(f for f in item.flags if f not in entry.flags)
@@ -222,49 +266,242 @@ def _merge(items: Iterable[DigestItem]) -> list[_Entry]:
     )
 
 
-def _entry_view(entry: _Entry, m: _Messages, as_of: date, report_base: str) -> dict[str, Any]:
+# What the templates see. Plain attributes (slots): Jinja looks an attribute up before an
+# item, and a failed attribute look-up per field was a good part of the rendering time.
+
+
+@dataclass(slots=True)
+class _EntryView:
+    number: int
+    assignment_id: str
+    recommendation_id: str
+    reference: str
+    excerpt: str
+    source: str
+    due_kind: str
+    due_date: str
+    days: str
+    overdue: bool
+    status: str
+    agency: str
+    role: str
+    reminder: str
+    report_url: str
+    report_id: str
+    notes: list[str]
+
+
+@dataclass(slots=True)
+class _GroupView:
+    heading: str
+    overdue: bool
+    entries: Iterable[_EntryView]
+
+
+def _entry_view(entry: _Entry, m: _Messages, as_of: date, report_base: str,
+                number: int) -> _EntryView:
     item = entry.item
-    url = _report_url(report_base, item.assignment_id)
-    return {
-        "assignment_id": item.assignment_id,
-        "recommendation_id": item.recommendation_id,
-        "reference": one_line(item.reference),
-        "excerpt": excerpt(item.text),
-        "source": m.label("sources", item.source),
-        "due_kind": m.label("due_kinds", item.due_kind),
-        "due_date": m.fmt_date(item.due_date),
-        "days": m.days(item.due_date, as_of),
-        "overdue": item.due_date < as_of,
-        "status": m.label("statuses", item.status),
-        "agency": one_line(item.agency_name),
-        "role": m.label("roles", item.role),
-        "reminder": "; ".join(m.label("kinds", str(k)) for k in entry.kinds),
-        "report_url": url,
-        "report_id": m("report_id", id=item.assignment_id),
-        "notes": [m.label("flags", f) for f in entry.flags],
-    }
+    return _EntryView(
+        number=number,
+        assignment_id=item.assignment_id,
+        recommendation_id=item.recommendation_id,
+        reference=one_line(item.reference),
+        excerpt=entry.short,
+        source=m.label("sources", item.source),
+        due_kind=m.label("due_kinds", item.due_kind),
+        due_date=m.fmt_date(item.due_date),
+        days=m.days(item.due_date, as_of),
+        overdue=item.due_date < as_of,
+        status=m.label("statuses", item.status),
+        agency=one_line(item.agency_name),
+        role=m.label("roles", item.role),
+        reminder="; ".join(m.label("kinds", str(k)) for k in entry.kinds),
+        report_url=_report_url(report_base, item.assignment_id),
+        report_id=m("report_id", id=item.assignment_id),
+        notes=[m.label("flags", f) for f in entry.flags],
+    )
+
+
+class _Groups:
+    """The digest's items grouped by due date, as the templates iterate them. The text and
+    the HTML part each iterate once: the views are made once and kept for both, except in
+    a very large digest, where they are made while a template renders, one at a time."""
+
+    KEEP_VIEWS = 5000  # entries
+
+    def __init__(self, entries: list[_Entry], m: _Messages, as_of: date,
+                 report_base: str) -> None:
+        self.entries, self.m, self.as_of, self.report_base = entries, m, as_of, report_base
+        self._kept: list[_GroupView] | None = None
+        if len(entries) <= self.KEEP_VIEWS:
+            self._kept = [_GroupView(g.heading, g.overdue, list(g.entries))
+                          for g in self._views()]
+
+    def __iter__(self) -> Iterator[_GroupView]:
+        return iter(self._kept) if self._kept is not None else self._views()
+
+    def _views(self) -> Iterator[_GroupView]:
+        numbers = itertools.count(1)
+        m, as_of = self.m, self.as_of
+        for day, group in itertools.groupby(self.entries, key=lambda e: e.item.due_date):
+            yield _GroupView(
+                heading=f"{m.fmt_date(day)} — {m.days(day, as_of)}",
+                overdue=day < as_of,
+                entries=(_entry_view(entry, m, as_of, self.report_base, next(numbers))
+                         for entry in group),
+            )
 
 
 # --- templates ------------------------------------------------------------------------
 
 
 @cache
+def _template(name: str) -> jinja2.Template:
+    """Compiled once per process."""
+    return _env(name.endswith(".html.j2")).get_template(name)
+
+
+@cache
 def _env(html: bool) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATE_DIR),
         autoescape=html,  # the HTML part escapes every value; the text part is plain
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,
     )
+    env.filters["wordwrap"] = wordwrap
+    return env
 
 
-def _render(name: str, context: Mapping[str, Any]) -> str:
-    return _env(name.endswith(".html.j2")).get_template(name).render(**context)
+@jinja2.pass_environment
+def wordwrap(environment: jinja2.Environment, s: str, width: int = 79,
+             break_long_words: bool = True, wrapstring: str | None = None,
+             break_on_hyphens: bool = True) -> str:
+    """Jinja's ``wordwrap``, the same output, faster for what a digest wraps (an excerpt:
+    words and single spaces): without hyphens, other whitespace or a word longer than
+    the line, textwrap's fill is the greedy one below. Anything else goes to Jinja's."""
+    words = s.split(" ")
+    if ("-" in s or not s.isprintable() or "" in words
+            or max(map(len, words)) > width):
+        return jinja2.filters.do_wordwrap(environment, s, width, break_long_words,
+                                          wrapstring, break_on_hyphens)
+    lines, current = [], words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) <= width:
+            current += " " + word
+        else:
+            lines.append(current)
+            current = word
+    lines.append(current)
+    return (environment.newline_sequence if wrapstring is None else wrapstring).join(lines)
 
 
 # --- public API -----------------------------------------------------------------------
+
+
+class PreparedDigest:
+    """What one digest shows, computed once (items merged and ordered, subject, the
+    template context); its parts come piece by piece from ``text_chunks``, ``html_chunks``
+    and ``ics_chunks``."""
+
+    def __init__(self, *, recipient_name: str, language: str, as_of: date,
+                 items: Iterable[DigestItem], report_url: str,
+                 sender_name: str = "hrtrack") -> None:
+        entries = _merge(items)
+        if not entries:
+            raise ValueError("a digest needs at least one item")
+        self.language = lang = normalize_language(language)
+        self.as_of, self.report_url = as_of, report_url
+        self.entries = entries
+        self.m = m = _Messages(lang)
+        recipient, sender = one_line(recipient_name), one_line(sender_name) or "hrtrack"
+        self.sender = sender
+        overdue = sum(1 for e in entries if e.item.due_date < as_of)
+        upcoming = [e.item.due_date for e in entries if e.item.due_date >= as_of]
+
+        parts = [m("subject_overdue", n=overdue)] if overdue else []
+        if upcoming:
+            parts.append(m("subject_next", date=m.fmt_date(min(upcoming), "date_subject")))
+        subject = m.plural("subject_head", len(entries), sender=sender, recipient=recipient)
+        self.subject = one_line(subject + (m("subject_sep") + ", ".join(parts) if parts
+                                           else ""))
+
+        summary = m.plural("summary", len(entries))
+        if overdue:
+            summary += "; " + m.plural("summary_overdue", overdue)
+        example_url = _report_url(report_url, entries[0].item.assignment_id)
+        example_body = json.dumps(
+            {"status": "in_progress", "text": m("example_text")}, ensure_ascii=False
+        )
+        statuses = ", ".join(f"{s} ({m.label('statuses', s)})" for s in REPORT_STATUSES)
+        self.context = {
+            "lang": lang,
+            "subject": self.subject,
+            "greeting": m("greeting", recipient=recipient),
+            "recipient_line": m("recipient_line", recipient=recipient),
+            "intro": m("intro", sender=sender, date=m.fmt_date(as_of)),
+            "summary": summary + ".",
+            "groups": _Groups(entries, m, as_of, report_url),
+            "labels": SimpleNamespace(**{
+                k: m(k)
+                for k in (
+                    "label_source",
+                    "label_due_kind",
+                    "label_due",
+                    "label_status",
+                    "label_agency",
+                    "label_reminder",
+                    "label_report",
+                    "label_note",
+                )
+            }),
+            "how_to_title": m("how_to_title"),
+            "how_to_body": m(
+                "how_to_body",
+                url_pattern=f"{report_url.rstrip('/')}/v1/assignments/{{id}}/reports",
+            ),
+            "how_to_statuses": m("how_to_statuses", statuses=statuses),
+            "how_to_stop": m("how_to_stop"),
+            "example_title": m("example_title"),
+            "example_command": (
+                f"curl -X POST {example_url} \\\n"
+                '  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n'
+                f"  -d '{example_body}'"
+            ),
+            "calendar_note": m("calendar_note"),
+            "footer": m("footer", sender=sender),
+        }
+
+    def text_chunks(self) -> Iterator[str]:
+        return _template("digest.txt.j2").generate(self.context)
+
+    def html_chunks(self) -> Iterator[str]:
+        return _template("digest.html.j2").generate(self.context)
+
+    def ics_chunks(self) -> Iterator[bytes]:
+        return _calendar(self.entries, self.m, self.as_of, self.report_url, self.sender)
+
+
+def prepare_digest(
+    *,
+    recipient_name: str,
+    language: str,
+    as_of: date,
+    items: Iterable[DigestItem],
+    report_url: str,
+    sender_name: str = "hrtrack",
+) -> PreparedDigest:
+    """The digest of ``items`` for one recipient as of ``as_of``, ready to be streamed.
+
+    ``report_url`` is the tracker's base URL; each item links to
+    ``{report_url}/v1/assignments/{assignment_id}/reports``. Unknown languages fall back
+    to English. Raises ValueError when there is nothing to send.
+    """
+    return PreparedDigest(recipient_name=recipient_name, language=language, as_of=as_of,
+                          items=items, report_url=report_url, sender_name=sender_name)
 
 
 def render_digest(
@@ -276,89 +513,45 @@ def render_digest(
     report_url: str,
     sender_name: str = "hrtrack",
 ) -> RenderedDigest:
-    """Render the digest of ``items`` for one recipient as of ``as_of``.
-
-    ``report_url`` is the tracker's base URL; each item links to
-    ``{report_url}/v1/assignments/{assignment_id}/reports``. Unknown languages fall back
-    to English. Raises ValueError when there is nothing to send.
-    """
-    if not items:
-        raise ValueError("a digest needs at least one item")
-    lang = normalize_language(language)
-    m = _Messages(lang)
-    recipient, sender = one_line(recipient_name), one_line(sender_name) or "hrtrack"
-    entries = _merge(items)
-    overdue = sum(1 for e in entries if e.item.due_date < as_of)
-    upcoming = [e.item.due_date for e in entries if e.item.due_date >= as_of]
-
-    parts = [m("subject_overdue", n=overdue)] if overdue else []
-    if upcoming:
-        parts.append(m("subject_next", date=m.fmt_date(min(upcoming), "date_subject")))
-    subject = m.plural("subject_head", len(entries), sender=sender, recipient=recipient)
-    subject = one_line(subject + (m("subject_sep") + ", ".join(parts) if parts else ""))
-
-    summary = m.plural("summary", len(entries))
-    if overdue:
-        summary += "; " + m.plural("summary_overdue", overdue)
-    groups: dict[date, list[dict[str, Any]]] = {}
-    for number, entry in enumerate(entries, 1):
-        view = _entry_view(entry, m, as_of, report_url) | {"number": number}
-        groups.setdefault(entry.item.due_date, []).append(view)
-    example_url = _report_url(report_url, entries[0].item.assignment_id)
-    example_body = json.dumps(
-        {"status": "in_progress", "text": m("example_text")}, ensure_ascii=False
-    )
-    statuses = ", ".join(f"{s} ({m.label('statuses', s)})" for s in REPORT_STATUSES)
-    context = {
-        "lang": lang,
-        "subject": subject,
-        "greeting": m("greeting", recipient=recipient),
-        "recipient_line": m("recipient_line", recipient=recipient),
-        "intro": m("intro", sender=sender, date=m.fmt_date(as_of)),
-        "summary": summary + ".",
-        "groups": [
-            {
-                "heading": f"{m.fmt_date(day)} — {m.days(day, as_of)}",
-                "overdue": day < as_of,
-                "entries": views,
-            }
-            for day, views in groups.items()
-        ],
-        "labels": {
-            k: m(k)
-            for k in (
-                "label_source",
-                "label_due_kind",
-                "label_due",
-                "label_status",
-                "label_agency",
-                "label_reminder",
-                "label_report",
-                "label_note",
-            )
-        },
-        "how_to_title": m("how_to_title"),
-        "how_to_body": m(
-            "how_to_body", url_pattern=f"{report_url.rstrip('/')}/v1/assignments/{{id}}/reports"
-        ),
-        "how_to_statuses": m("how_to_statuses", statuses=statuses),
-        "how_to_stop": m("how_to_stop"),
-        "example_title": m("example_title"),
-        "example_command": (
-            f"curl -X POST {example_url} \\\n"
-            '  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n'
-            f"  -d '{example_body}'"
-        ),
-        "calendar_note": m("calendar_note"),
-        "footer": m("footer", sender=sender),
-    }
+    """The digest's parts whole (see ``prepare_digest``)."""
+    digest = prepare_digest(recipient_name=recipient_name, language=language, as_of=as_of,
+                            items=items, report_url=report_url, sender_name=sender_name)
     return RenderedDigest(
-        subject=subject,
-        text=_render("digest.txt.j2", context),
-        html=_render("digest.html.j2", context),
-        ics=_calendar(entries, m, as_of, report_url, sender),
-        language=lang,
+        subject=digest.subject,
+        text="".join(digest.text_chunks()),
+        html="".join(digest.html_chunks()),
+        ics=b"".join(digest.ics_chunks()),
+        language=digest.language,
     )
+
+
+# --- the calendar (RFC 5545, written directly: a library's object model per event cost
+# more than all the rest of a digest) -------------------------------------------------
+
+_ICS_ESCAPES = str.maketrans({"\\": "\\\\", ";": "\\;", ",": "\\,"})
+
+
+def _ics_text(value: str) -> str:
+    """A TEXT value: one line (no CR/LF or other line breaks can end the property), with
+    backslash, semicolon and comma escaped."""
+    return one_line(value).translate(_ICS_ESCAPES)
+
+
+def _ics_line(name: str, value: str) -> bytes:
+    """One content line, folded at 75 octets without splitting a UTF-8 sequence."""
+    line = f"{name}:{value}".encode()
+    if len(line) <= 75:
+        return line + b"\r\n"
+    pieces = []
+    start, limit = 0, 75
+    while len(line) - start > limit:
+        cut = start + limit
+        while line[cut] & 0xC0 == 0x80:  # a continuation byte: cut before its sequence
+            cut -= 1
+        pieces.append(line[start:cut])
+        start, limit = cut, 74  # continuation lines start with a space
+    pieces.append(line[start:])
+    return b"\r\n ".join(pieces) + b"\r\n"
 
 
 def event_uid(assignment_id: str, due_kind: str, due_date: date) -> str:
@@ -368,38 +561,70 @@ def event_uid(assignment_id: str, due_kind: str, due_date: date) -> str:
 
 def _calendar(
     entries: list[_Entry], m: _Messages, as_of: date, report_base: str, sender: str
-) -> bytes:
-    cal = icalendar.Calendar()
-    cal.add("prodid", "-//hrtrack//notifier//EN")
-    cal.add("version", "2.0")
-    cal.add("method", "PUBLISH")
-    cal.add("x-wr-calname", m("calendar_name", sender=sender))
+) -> Iterator[bytes]:
+    yield (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//hrtrack//notifier//EN\r\n"
+           b"METHOD:PUBLISH\r\n" + _ics_line("X-WR-CALNAME",
+                                              _ics_text(m("calendar_name", sender=sender))))
     # DTSTAMP from as_of keeps the file deterministic and increasing from digest to digest
-    stamp = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
+    stamp = f"DTSTAMP:{as_of:%Y%m%d}T000000Z\r\n".encode()
+    source, agency, status, report = (_ics_text(m(k)) for k in (
+        "label_source", "label_agency", "label_status", "label_report"))
+    # The same few sources, roles, statuses, agencies and days recur item after item.
+    texts: dict[str, str] = {}
+    days: dict[date, bytes] = {}
+
+    def text(value: str) -> str:
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = _ics_text(value)
+        return found
+
     for entry in entries:  # already one entry per (assignment, due kind, due date)
         item = entry.item
-        description = "\n".join(
+        dates = days.get(item.due_date)
+        if dates is None:
+            end = date.fromordinal(item.due_date.toordinal() + 1)
+            dates = days[item.due_date] = (f"DTSTART;VALUE=DATE:{item.due_date:%Y%m%d}\r\n"
+                                           f"DTEND;VALUE=DATE:{end:%Y%m%d}\r\n").encode()
+        description = "\\n".join(
             [
-                excerpt(item.text),
+                _ics_text(entry.short),
                 "",
-                f"{m('label_source')}: {m.label('sources', item.source)}",
-                f"{m('label_agency')}: {item.agency_name} — {m.label('roles', item.role)}",
-                f"{m('label_status')}: {m.label('statuses', item.status)}",
-                f"{m('label_report')}: POST {_report_url(report_base, item.assignment_id)}",
+                f"{source}: {text(m.label('sources', item.source))}",
+                f"{agency}: {text(item.agency_name)} — {text(m.label('roles', item.role))}",
+                f"{status}: {text(m.label('statuses', item.status))}",
+                f"{report}: POST "
+                f"{_ics_text(_report_url(report_base, item.assignment_id))}",
             ]
         )
-        event = icalendar.Event.new(
-            uid=event_uid(item.assignment_id, item.due_kind, item.due_date),
-            stamp=stamp,
-            start=item.due_date,
-            end=item.due_date + timedelta(days=1),
-            summary=one_line(f"{m.label('due_kinds', item.due_kind)}: {item.reference}"),
-            description=description,
-            categories=["hrtrack", item.source],
-            transparency=icalendar.TRANSP.TRANSPARENT,
-        )
-        cal.add_component(event)
-    return cal.to_ical()
+        yield b"".join((
+            b"BEGIN:VEVENT\r\n",
+            _ics_line("UID", _ics_text(event_uid(item.assignment_id, item.due_kind,
+                                                 item.due_date))),
+            stamp,
+            dates,
+            _ics_line("SUMMARY", _ics_text(
+                f"{m.label('due_kinds', item.due_kind)}: {item.reference}")),
+            _ics_line("DESCRIPTION", description),
+            _ics_line("CATEGORIES", f"hrtrack,{text(item.source)}"),
+            b"TRANSP:TRANSPARENT\r\nEND:VEVENT\r\n",
+        ))
+    yield b"END:VCALENDAR\r\n"
+
+
+# --- the email message ----------------------------------------------------------------
+
+_SMTP = email.policy.SMTP  # CRLF line endings, RFC 2047 for anything not ASCII
+_B64_BLOCK = 57 * 1024  # bytes encoded at a time: whole 76-character lines
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a message goes from and to (SMTP MAIL FROM / RCPT TO), and its Message-ID."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str
 
 
 def _address(value: str, what: str) -> Address:
@@ -407,6 +632,124 @@ def _address(value: str, what: str) -> Address:
     if not addr or "@" not in addr:
         raise ValueError(f"invalid {what} address: {value!r}")
     return Address(display_name=one_line(name), addr_spec=addr)
+
+
+def _header(name: str, value: str) -> bytes:
+    """One header field; ``value`` is one line already. Short ASCII values as they are;
+    long ones folded by the email package; anything not ASCII as RFC 2047 encoded words
+    over the whole value (the email package's folder drops the space between two encoded
+    words it makes, e.g. "3 срока, просрочено" came back as "3 срока,просрочено")."""
+    line = f"{name}: {value}"
+    if line.isascii():
+        if len(line) <= 78:
+            return line.encode("ascii") + b"\r\n"
+        return _SMTP.header_factory(name, value).fold(policy=_SMTP).encode("ascii")
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode("ascii")
+
+
+def _address_header(name: str, address: Address) -> bytes:
+    value = str(address)
+    if value.isascii():
+        return _header(name, value)
+    if not address.addr_spec.isascii():  # SMTPUTF8 addresses: the email package's way
+        return _SMTP.header_factory(name, value).fold(policy=_SMTP).encode("ascii")
+    # A display name as one encoded word on its own line: split over several, Python's
+    # address parser (unlike RFC 2047 readers) puts a space where they were split.
+    word = f"=?utf-8?b?{base64.b64encode(address.display_name.encode()).decode()}?="
+    if len(word) > 900:  # a line may hold 998
+        word = Header(address.display_name, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {word}\r\n <{address.addr_spec}>\r\n".encode("ascii")
+
+
+def _base64(chunks: Iterable[str | bytes]) -> Iterator[bytes]:
+    """UTF-8 then base64 in 76-character lines ending in CRLF, a block at a time. A template
+    yields hundreds of small strings per item: they are taken and joined in batches."""
+    pieces = iter(chunks)
+    buffer = bytearray()
+    while batch := list(itertools.islice(pieces, 512)):
+        buffer += _joined(batch)
+        if len(buffer) >= _B64_BLOCK:
+            whole = len(buffer) - len(buffer) % 57
+            yield _base64_lines(buffer[:whole])
+            del buffer[:whole]
+    if buffer:
+        yield _base64_lines(buffer)
+
+
+def _base64_lines(data: bytes | bytearray) -> bytes:
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+def _joined(pieces: list[Any]) -> bytes:
+    if not pieces:
+        return b""
+    return "".join(pieces).encode() if isinstance(pieces[0], str) else b"".join(pieces)
+
+
+def _part(boundary: bytes, headers: bytes, chunks: Iterable[str | bytes]) -> Iterator[bytes]:
+    yield b"--" + boundary + b"\r\n" + headers + b"Content-Transfer-Encoding: base64\r\n\r\n"
+    yield from _base64(chunks)
+
+
+def digest_message(
+    *,
+    digest: PreparedDigest | RenderedDigest,
+    sender: str,
+    recipient: str,
+    as_of: date,
+    message_id_domain: str = "hrtrack.local",
+    now: datetime | None = None,
+    message_id: str | None = None,
+) -> tuple[Envelope, Iterator[bytes]]:
+    """The digest as an email: its envelope, and the message itself as a stream of bytes
+    (CRLF line endings, every part base64, so no line starts with a dot or runs long).
+
+    multipart/mixed: multipart/alternative (text, html) + the .ics attachment.
+    ``sender`` and ``recipient`` are addresses, optionally with a display name
+    ("Ministry of Justice <moj@example.kz>"); a malformed one raises ValueError here,
+    before anything is produced. ``message_id`` when given (a stable id lets a re-sent
+    digest be recognised as the same message), otherwise a fresh one.
+    """
+    from_, to = _address(sender, "sender"), _address(recipient, "recipient")
+    mid = one_line(message_id) if message_id else make_msgid(
+        domain=one_line(message_id_domain).replace(" ", ""))
+    # Boundaries from the Message-ID: the same digest gives the same bytes. Base64 lines
+    # (the only content) never contain "-" or "_", so they cannot collide.
+    token = hashlib.blake2b(mid.encode(), digest_size=12).hexdigest()
+    mixed, alternative = f"=_hrtrack_{token}_m".encode(), f"=_hrtrack_{token}_a".encode()
+    headers = b"".join((
+        _address_header("From", from_),
+        _address_header("To", to),
+        _header("Subject", one_line(digest.subject)),  # CR/LF can never start a header
+        _header("Date", format_datetime(now or datetime.now(UTC))),
+        _header("Message-ID", mid),
+        _header("X-Hrtrack-As-Of", as_of.isoformat()),
+        _header("Auto-Submitted", "auto-generated"),  # RFC 3834: no auto-replies
+        b"MIME-Version: 1.0\r\n",
+        b'Content-Type: multipart/mixed;\r\n boundary="' + mixed + b'"\r\n',
+        _header("Content-Language", normalize_language(digest.language)),
+        b"\r\n",
+    ))
+    filename = f"hrtrack-{as_of:%Y-%m-%d}.ics"
+
+    def stream() -> Iterator[bytes]:
+        yield headers
+        yield (b"--" + mixed + b'\r\nContent-Type: multipart/alternative;\r\n boundary="'
+               + alternative + b'"\r\n\r\n')
+        text_type = b'Content-Type: text/plain; charset="utf-8"\r\n'
+        yield from _part(alternative, text_type, digest.text_chunks())
+        html_type = b'Content-Type: text/html; charset="utf-8"\r\n'
+        yield from _part(alternative, html_type, digest.html_chunks())
+        yield b"--" + alternative + b"--\r\n\r\n"
+        calendar_type = (b'Content-Type: text/calendar; method="PUBLISH"; charset="utf-8"\r\n'
+                         b'Content-Disposition: attachment; filename="'
+                         + filename.encode() + b'"\r\n')
+        yield from _part(mixed, calendar_type, digest.ics_chunks())
+        yield b"--" + mixed + b"--\r\n"
+
+    return Envelope(from_.addr_spec, (to.addr_spec,), mid), stream()
 
 
 def build_email(
@@ -419,30 +762,11 @@ def build_email(
     now: datetime | None = None,
     message_id: str | None = None,
 ) -> EmailMessage:
-    """multipart/mixed: multipart/alternative (text, html) + the .ics attachment.
-
-    ``sender`` and ``recipient`` are addresses, optionally with a display name
-    ("Ministry of Justice <moj@example.kz>"). The Message-ID is in ``msg["Message-ID"]``:
-    ``message_id`` when given (a stable id lets a re-sent digest be recognised as the same
-    message), otherwise a fresh one.
-    """
-    msg = EmailMessage()
-    msg["From"] = _address(sender, "sender")
-    msg["To"] = _address(recipient, "recipient")
-    msg["Subject"] = one_line(digest.subject)  # CR/LF can never start a new header
-    msg["Date"] = format_datetime(now or datetime.now(UTC))
-    msg["Message-ID"] = one_line(message_id) if message_id else make_msgid(
-        domain=one_line(message_id_domain).replace(" ", ""))
-    msg["X-Hrtrack-As-Of"] = as_of.isoformat()
-    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
-    msg.set_content(digest.text, charset="utf-8")
-    msg.add_alternative(digest.html, subtype="html", charset="utf-8")
-    msg.add_attachment(
-        digest.ics,
-        maintype="text",
-        subtype="calendar",
-        params={"method": "PUBLISH", "charset": "utf-8"},
-        filename=f"hrtrack-{as_of:%Y-%m-%d}.ics",
-    )
-    msg["Content-Language"] = normalize_language(digest.language)  # after set_content
+    """The message of ``digest_message`` whole, as an EmailMessage (its Message-ID in
+    ``msg["Message-ID"]``)."""
+    _envelope, chunks = digest_message(digest=digest, sender=sender, recipient=recipient,
+                                       as_of=as_of, message_id_domain=message_id_domain,
+                                       now=now, message_id=message_id)
+    msg = email.message_from_bytes(b"".join(chunks), policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
     return msg

@@ -19,25 +19,33 @@ with the same Message-ID, after the restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
+import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    async_sessionmaker,
+)
 
 from services.notifier import mailer
-from services.notifier.digest import DigestItem, build_email, render_digest
+from services.notifier.digest import DigestItem, Envelope, digest_message, prepare_digest
 from services.notifier.models import (
     SCHEMA,
     AgencyContact,
@@ -83,8 +91,55 @@ WHERE due_date = ANY($1::date[]) AND status <> ALL($2::text[])
   AND ($3::boolean OR role <> 'partner')
 """
 
+# A batch's reminders into the ledger in one statement: one array per column. The unique
+# key skips those claimed before; RETURNING says which are new.
+INSERT_LEDGER = text(f"""
+INSERT INTO {SCHEMA}.reminder_ledger (digest_id, recipient, recipient_kind, language,
+    agency_id, assignment_id, due_kind, due_date, kind, offset_days, as_of, flags, created_at)
+SELECT d, r, rk, l, ag, a, dk, dd, k, o, CAST(:as_of AS date), string_to_array(f, ','),
+       CAST(:now AS timestamptz)
+FROM unnest(CAST(:digest_ids AS uuid[]), CAST(:recipients AS text[]),
+            CAST(:recipient_kinds AS text[]), CAST(:languages AS text[]),
+            CAST(:agencies AS uuid[]), CAST(:assignments AS uuid[]),
+            CAST(:due_kinds AS text[]), CAST(:due_dates AS date[]), CAST(:kinds AS text[]),
+            CAST(:offsets AS integer[]), CAST(:flags AS text[]))
+     AS t(d, r, rk, l, ag, a, dk, dd, k, o, f)
+ON CONFLICT DO NOTHING
+RETURNING recipient
+""")
+# Late reminders of earlier days into the batch's pending digests of the day.
+ATTACH_LATE = text(f"""
+UPDATE {SCHEMA}.reminder_ledger AS l SET digest_id = t.digest_id
+FROM unnest(CAST(:recipients AS text[]), CAST(:digest_ids AS uuid[])) AS t(recipient, digest_id)
+WHERE l.recipient = t.recipient AND l.digest_id IS NULL AND l.as_of < CAST(:as_of AS date)
+RETURNING l.recipient
+""")
+
+# The delivery loop's statements, built once: a pass runs them thousands of times.
+_RETRY_TIME_CAME = or_(DIGESTS.c.next_attempt_at.is_(None),
+                       DIGESTS.c.next_attempt_at <= bindparam("now"))
+NEXT_PENDING = (select(DIGESTS).where(DIGESTS.c.status == "pending", _RETRY_TIME_CAME)
+                .order_by(DIGESTS.c.as_of, DIGESTS.c.created_at).limit(1)
+                .with_for_update(skip_locked=True))
+LOCK_PENDING = (select(DIGESTS).where(DIGESTS.c.id == bindparam("digest_id"),
+                                      DIGESTS.c.status == "pending", _RETRY_TIME_CAME)
+                .with_for_update(skip_locked=True))
+DIGEST_ENTRIES = (
+    select(LEDGER.c.assignment_id, LEDGER.c.agency_id, LEDGER.c.due_kind, LEDGER.c.due_date,
+           LEDGER.c.kind, LEDGER.c.flags, ASSIGNMENTS.c.recommendation_id,
+           ASSIGNMENTS.c.source, ASSIGNMENTS.c.reference, ASSIGNMENTS.c.text,
+           ASSIGNMENTS.c.status, ASSIGNMENTS.c.agency_name, ASSIGNMENTS.c.role)
+    .join(ASSIGNMENTS, ASSIGNMENTS.c.id == LEDGER.c.assignment_id)
+    .where(LEDGER.c.digest_id == bindparam("digest_id")))
+MARK_SENT = (update(DIGESTS).where(DIGESTS.c.id == bindparam("digest_id"))
+             .values(status="sent", attempts=bindparam("new_attempts"), sent_at=bindparam("now"),
+                     message_id=bindparam("new_message_id"), subject=bindparam("new_subject"),
+                     last_error=None, server_unreachable=False))
+
 # Contacts looked up from the tracker lose against any event (events carry the newest).
 LOOKED_UP_AT = datetime(1970, 1, 1, tzinfo=UTC)
+# A message is rendered into memory up to this size, into a temporary file beyond it.
+SPOOL_IN_MEMORY = 4 * 1024 * 1024
 
 
 class DueReminder(NamedTuple):
@@ -138,6 +193,40 @@ class PassReport:
     duration_ms: float = 0.0
 
 
+@dataclass
+class _Round:
+    """One delivery round (a pass, or a scheduler round): what it reports, and whether the
+    digests backing off for an unreachable server were woken already."""
+
+    report: PassReport | None
+    woken: bool = False
+
+
+@dataclass
+class _Prepared:
+    """A digest locked, read and rendered, its transaction open: ready to be sent."""
+
+    transaction: AsyncTransaction
+    digest: dict[str, Any]
+    attempts: int
+    message_id: str
+    kinds: collections.Counter[str]
+    base: dict[str, Any]  # what the pass's answer says of it, whatever the outcome
+    spool: IO[bytes] | None = None  # the message
+    envelope: Envelope | None = None
+    subject: str = ""
+    error: str | None = None  # why the message cannot be built
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    async def abandon(self) -> None:
+        self.close()
+        await self.transaction.rollback()
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a due set of a hundred thousand tuples is built:
@@ -163,9 +252,17 @@ def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
 
 
 class ReminderService:
+    # Recipients claimed per transaction (and whose digests are then sent): large enough
+    # that a statement's overhead is shared by many, small enough that a batch's locks are
+    # held briefly and its reminders are few.
+    claim_batch = 100
+
     def __init__(self, sessions: async_sessionmaker,  # type: ignore[type-arg]
                  settings: NotifierSettings, tracker: TrackerClient | None = None) -> None:
         self.sessions = sessions
+        # The delivery loop runs on a connection of its own (one checkout per round, not
+        # per digest); claims and reads go through sessions.
+        self._engine: AsyncEngine = sessions.kw["bind"] if sessions is not None else None
         self.settings = settings
         self.policy: ReminderPolicy = settings.policy
         self.tracker = tracker
@@ -301,6 +398,10 @@ class ReminderService:
     async def run_pass(self, as_of: date) -> PassReport:
         """Claim what is due on ``as_of`` and deliver every digest that is ready.
 
+        Recipients are taken a batch at a time: their reminders are claimed in one
+        transaction and their digests sent right after, over one SMTP connection for the
+        whole pass, so only one batch's digests are ever in the works.
+
         Safe to run again (same day: nothing new is sent) and on several replicas at once.
         A database outage raises: the pass is simply run again (claims are idempotent).
         """
@@ -311,25 +412,23 @@ class ReminderService:
         DUE_SET_DURATION.observe(report.due_set_ms / 1000)
         report.candidates, report.unaddressed = due.count, due.unaddressed
         by_recipient = due.by_recipient
-        recipients = set(by_recipient) | await self._recipients_with_late(as_of)
+        recipients = sorted(set(by_recipient) | await self._recipients_with_late(as_of))
+        del due
         touched: list[uuid.UUID] = []
-        for recipient in sorted(recipients):
-            try:
-                claimed, late, attached, digest_id = await self._claim(
-                    recipient, as_of, by_recipient.get(recipient, []))
-            except Exception as exc:
-                if not is_data_error(exc):
-                    raise  # an outage: the whole pass is run again, nothing is skipped
-                # One recipient's bad data never stops the others.
-                log.exception("claiming reminders failed for one recipient")
-                report.errors += 1
-                continue
-            report.claimed += claimed
-            report.late += late
-            report.attached += attached
-            if digest_id is not None:
-                touched.append(digest_id)
-        await self.deliver_pending(report)
+        state = _Round(report)
+        async with mailer.Connection(self.smtp) as smtp:
+            for start in range(0, len(recipients), self.claim_batch):
+                # Each recipient's reminders are let go of once they are claimed.
+                batch = [(recipient, by_recipient.pop(recipient, []))
+                         for recipient in recipients[start:start + self.claim_batch]]
+                # This process's other deliveries (the scheduler) wait for the batch: its
+                # digests go in recipient order over this pass's connection.
+                async with self._delivering:
+                    digest_ids = await self._claim_batch(as_of, batch, report)
+                    del batch
+                    touched += digest_ids
+                    await self._deliver_ids(digest_ids, smtp, state)
+            await self.deliver_pending(report, smtp)
         await self._report_outcomes(report, touched)
         PASS_DURATION.observe(time.perf_counter() - started)
         report.duration_ms = (time.perf_counter() - started) * 1000
@@ -344,8 +443,10 @@ class ReminderService:
         if not missing:
             return
         async with self.sessions() as session, session.begin():
+            # Locked in recipient order, as claims lock them: the two never deadlock.
             digests = (await session.execute(
-                select(DIGESTS).where(DIGESTS.c.id.in_(missing)).with_for_update(read=True)
+                select(DIGESTS).where(DIGESTS.c.id.in_(missing))
+                .order_by(DIGESTS.c.recipient, DIGESTS.c.as_of).with_for_update(read=True)
             )).mappings().all()
             counts = (await session.execute(
                 select(LEDGER.c.digest_id, LEDGER.c.kind, func.count())
@@ -373,94 +474,201 @@ class ReminderService:
                 select(LEDGER.c.recipient).distinct()
                 .where(LEDGER.c.digest_id.is_(None), LEDGER.c.as_of < as_of))).scalars())
 
-    async def _claim(self, recipient: str, as_of: date,
-                     reminders: list[DueRow]
-                     ) -> tuple[int, int, int, uuid.UUID | None]:
-        """Claim ``reminders`` for ``recipient`` on ``as_of``: (claimed, late, attached, the
-        digest they joined)."""
+    # --- claims ---------------------------------------------------------------------------
+
+    async def _claim_batch(self, as_of: date, batch: list[tuple[str, list[DueRow]]],
+                           report: PassReport) -> list[uuid.UUID]:
+        """Claim a batch of recipients' reminders; the digests to deliver now."""
+        try:
+            outcomes = await self._claim(as_of, batch)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise  # an outage: the whole pass is run again, nothing is skipped
+            if len(batch) > 1:
+                # One recipient's bad data never stops the others: claim them one by one.
+                found: list[uuid.UUID] = []
+                for claim in batch:
+                    found += await self._claim_batch(as_of, [claim], report)
+                return found
+            log.exception("claiming reminders failed for one recipient")
+            report.errors += 1
+            return []
+        digest_ids = []
+        late_here = 0
+        for claimed, late, attached, digest_id in outcomes:
+            report.claimed += claimed
+            late_here += late
+            report.attached += attached
+            if digest_id is not None:
+                digest_ids.append(digest_id)
+        if late_here:
+            log.info("%d reminders came after today's digest to their recipient went out; "
+                     "they go with its next digest", late_here)
+            report.late += late_here
+        return digest_ids
+
+    async def _claim(self, as_of: date, batch: list[tuple[str, list[DueRow]]]
+                     ) -> list[tuple[int, int, int, uuid.UUID | None]]:
+        """Claim each recipient's reminders (and its late ones from earlier days) on
+        ``as_of``, in one transaction: per recipient (claimed, late, attached, the digest
+        they joined)."""
         async with self.sessions() as session, session.begin():
-            waiting = (LEDGER.c.recipient == recipient, LEDGER.c.digest_id.is_(None),
-                       LEDGER.c.as_of < as_of)
-            if reminders:
-                kind, language, agency_id = reminders[0][:3]
-            else:
-                row = (await session.execute(
-                    select(LEDGER.c.recipient_kind, LEDGER.c.language, LEDGER.c.agency_id)
-                    .where(*waiting).limit(1))).first()
-                if row is None:
-                    return 0, 0, 0, None
-                kind, language, agency_id = row
+            # Whom each digest is for: its first reminder says, or (only late reminders
+            # waiting) the first of those.
+            heads = {recipient: rows[0][:3] for recipient, rows in batch if rows}
+            lonely = [recipient for recipient, rows in batch if not rows]
+            if lonely:
+                heads.update((r, (kind, language, agency)) for r, kind, language, agency in (
+                    await session.execute(
+                        select(LEDGER.c.recipient, LEDGER.c.recipient_kind, LEDGER.c.language,
+                               LEDGER.c.agency_id).ext(distinct_on(LEDGER.c.recipient))
+                        .where(LEDGER.c.recipient.in_(lonely), LEDGER.c.digest_id.is_(None),
+                               LEDGER.c.as_of < as_of)
+                        .order_by(LEDGER.c.recipient, LEDGER.c.id))).all())
+            if not heads:
+                return [(0, 0, 0, None)] * len(batch)
             now = datetime.now(UTC)
-            insert = pg_insert(DIGESTS).values(
-                id=uuid.uuid4(), recipient=recipient, recipient_kind=kind,
-                agency_id=None if kind == "coordinator" else agency_id, as_of=as_of,
-                language=language, status="pending", attempts=0, created_at=now,
-                next_attempt_at=now)
-            # The upsert locks the digest row: a delivery in progress (FOR UPDATE) finishes
-            # first, and its status tells whether new reminders may still join it.
+            # The upsert locks the digest rows (in recipient order, the same in every
+            # replica: no deadlocks): a delivery in progress (FOR UPDATE) finishes first,
+            # and its status tells whether new reminders may still join it.
+            insert = pg_insert(DIGESTS).values([{
+                "id": uuid.uuid4(), "recipient": recipient, "recipient_kind": kind,
+                "agency_id": None if kind == "coordinator" else agency_id, "as_of": as_of,
+                "language": language, "status": "pending", "attempts": 0, "created_at": now,
+                "next_attempt_at": now} for recipient, (kind, language, agency_id)
+                in sorted(heads.items())])
             stmt = insert.on_conflict_do_update(
                 constraint="uq_digest_recipient_day",
                 set_={"recipient": insert.excluded.recipient},
-            ).returning(DIGESTS.c.id, DIGESTS.c.status)
-            digest_id, status = (await session.execute(stmt)).one()
-            target = digest_id if status == "pending" else None
-            claimed = 0
-            if reminders:
-                rows = [{
-                    "digest_id": target, "recipient": recipient, "recipient_kind": rkind,
-                    "language": lang, "agency_id": agency, "assignment_id": assignment,
-                    "due_kind": due_kind, "due_date": due_date, "kind": rem_kind.value,
-                    "offset_days": offset, "as_of": as_of,
-                    "flags": list(flags) if target else [*flags, "late"], "created_at": now}
-                    for rkind, lang, agency, assignment, due_kind, due_date, rem_kind, offset,
-                    flags in reminders]
-                claimed = len((await session.execute(
-                    pg_insert(LEDGER).on_conflict_do_nothing().returning(LEDGER.c.id),
-                    rows)).all())
-            if target is None:
-                if claimed:
-                    log.info("%d reminders came after today's digest to a recipient went "
-                             "out; they go with its next digest", claimed)
-                return 0, claimed, 0, None
-            attached = len((await session.execute(
-                update(LEDGER).where(*waiting).values(digest_id=target)
-                .returning(LEDGER.c.id))).all())
-            if not claimed and not attached:
-                # Nothing new for this recipient: no empty digest is kept.
+            ).returning(DIGESTS.c.recipient, DIGESTS.c.id, DIGESTS.c.status)
+            targets = {recipient: digest_id for recipient, digest_id, status
+                       in (await session.execute(stmt)).all() if status == "pending"}
+            claimed = await self._insert_ledger(session, as_of, now, batch, targets)
+            attached: collections.Counter[str] = collections.Counter()
+            if targets:
+                attached.update((await session.execute(ATTACH_LATE, {
+                    "recipients": list(targets), "digest_ids": list(targets.values()),
+                    "as_of": as_of})).scalars())
+            empty = [d for r, d in targets.items() if not claimed[r] and not attached[r]]
+            if empty:
+                # Nothing new for these recipients: no empty digest is kept.
                 await session.execute(delete(DIGESTS).where(
-                    DIGESTS.c.id == target, ~exists().where(LEDGER.c.digest_id == target)))
-            return claimed, 0, attached, target if claimed or attached else None
+                    DIGESTS.c.id.in_(empty), ~exists().where(LEDGER.c.digest_id == DIGESTS.c.id)))
+        outcomes: list[tuple[int, int, int, uuid.UUID | None]] = []
+        for recipient, _rows in batch:
+            target = targets.get(recipient)
+            if target is None:  # the day's digest went out already: late, for the next one
+                outcomes.append((0, claimed[recipient], 0, None))
+            else:
+                new, old = claimed[recipient], attached[recipient]
+                outcomes.append((new, 0, old, target if new or old else None))
+        return outcomes
+
+    @staticmethod
+    async def _insert_ledger(session: Any, as_of: date, now: datetime,
+                             batch: list[tuple[str, list[DueRow]]],
+                             targets: dict[str, uuid.UUID]) -> collections.Counter[str]:
+        """The batch's reminders into the ledger, one statement (column arrays): those
+        already there (the unique key) are skipped. New ones per recipient."""
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(11))
+        (digest_ids, recipients, recipient_kinds, languages, agencies, assignments, due_kinds,
+         due_dates, kinds, offsets, flag_lists) = columns
+        for recipient, rows in batch:
+            target = targets.get(recipient)
+            for rkind, language, agency, assignment, due_kind, due_date, kind, offset, flags \
+                    in rows:
+                digest_ids.append(target)
+                recipients.append(recipient)
+                recipient_kinds.append(rkind)
+                languages.append(language)
+                agencies.append(agency)
+                assignments.append(assignment)
+                due_kinds.append(due_kind)
+                due_dates.append(due_date)
+                kinds.append(kind.value)
+                offsets.append(offset)
+                # Flags are identifiers; a comma-joined text per row fits one text[] column.
+                flag_lists.append(",".join(flags if target else (*flags, "late")))
+        if not recipients:
+            return collections.Counter()
+        return collections.Counter((await session.execute(INSERT_LEDGER, {
+            "digest_ids": digest_ids, "recipients": recipients, "recipient_kinds":
+            recipient_kinds, "languages": languages, "agencies": agencies, "assignments":
+            assignments, "due_kinds": due_kinds, "due_dates": due_dates, "kinds": kinds,
+            "offsets": offsets, "flags": flag_lists, "as_of": as_of, "now": now})).scalars())
 
     # --- delivery -------------------------------------------------------------------------
 
-    async def deliver_pending(self, report: PassReport | None = None) -> None:
-        """Send every pending digest whose (re)try time has come, one transaction each."""
-        async with self._delivering:
-            await self._deliver_due(report)
+    async def deliver_pending(self, report: PassReport | None = None,
+                              smtp: mailer.Connection | None = None) -> None:
+        """Send every pending digest whose (re)try time has come, one transaction each, over
+        ``smtp`` (or a connection of its own)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if smtp is None:
+                smtp = await stack.enter_async_context(mailer.Connection(self.smtp))
+            async with self._delivering:
+                await self._deliver_due(_Round(report), smtp)
         pending = await self.pending_reminders()
         if report is not None:
             report.pending_reminders = pending
 
-    async def _deliver_due(self, report: PassReport | None) -> None:
+    async def _deliver_due(self, state: _Round, smtp: mailer.Connection) -> None:
         now = datetime.now(UTC)
-        woken = await self._probe_if_unreachable(now)
-        while True:
-            async with self.sessions() as session, session.begin():
-                digest = (await session.execute(
-                    select(DIGESTS).where(DIGESTS.c.status == "pending",
-                                          or_(DIGESTS.c.next_attempt_at.is_(None),
-                                              DIGESTS.c.next_attempt_at <= now))
-                    .order_by(DIGESTS.c.as_of, DIGESTS.c.created_at).limit(1)
-                    .with_for_update(skip_locked=True))).mappings().first()
-                if digest is None:
+        state.woken = state.woken or await self._probe_if_unreachable(now)
+        async with self._engine.connect() as conn:
+            while True:
+                found, prepared = await self._prepare(conn, NEXT_PENDING, {"now": now})
+                if not found:
                     break
-                outcome = await self._deliver(session, dict(digest))
-            if outcome is not None and outcome["status"] == "sent" and not woken:
-                woken = True
-                await self._wake_backed_off(now)
-            if report is not None and outcome is not None:
-                {"sent": report.sent, "failed": report.failed,
-                 "retry": report.retrying}[outcome["status"]].append(outcome)
+                if prepared is not None:
+                    await self._record(await self._finish(prepared, smtp), state, now)
+
+    async def _deliver_ids(self, digest_ids: list[uuid.UUID], smtp: mailer.Connection,
+                           state: _Round) -> None:
+        """Send these digests (those still pending and not backing off), one transaction
+        each; one another replica's delivery holds is left to it. The caller holds
+        ``_delivering``.
+
+        The next digest is read and rendered (on a second database connection) while the
+        current one is with the SMTP server, so the server's time and the rendering
+        overlap; still only one digest at a time is between the server's "250" and the
+        commit that marks it sent."""
+        if not digest_ids:
+            return
+        now = datetime.now(UTC)
+        async with self._engine.connect() as first, self._engine.connect() as second:
+            connections = (first, second)
+
+            def prepare(k: int) -> asyncio.Task[tuple[bool, _Prepared | None]]:
+                return asyncio.create_task(self._prepare(
+                    connections[k % 2], LOCK_PENDING, {"digest_id": digest_ids[k], "now": now}))
+
+            upcoming: asyncio.Task[tuple[bool, _Prepared | None]] | None = prepare(0)
+            try:
+                for k in range(len(digest_ids)):
+                    assert upcoming is not None
+                    _found, prepared = await upcoming
+                    upcoming = prepare(k + 1) if k + 1 < len(digest_ids) else None
+                    if prepared is not None:
+                        await self._record(await self._finish(prepared, smtp), state, now)
+            finally:
+                if upcoming is not None:  # an error: the one read ahead is let go
+                    upcoming.cancel()
+                    with contextlib.suppress(BaseException):
+                        _found, prepared = await upcoming
+                        if prepared is not None:
+                            await prepared.abandon()
+
+    async def _record(self, outcome: dict[str, Any] | None, state: _Round,
+                      now: datetime) -> None:
+        if outcome is None:
+            return
+        if outcome["status"] == "sent" and not state.woken:
+            state.woken = True
+            await self._wake_backed_off(now)
+        if state.report is not None:
+            {"sent": state.report.sent, "failed": state.report.failed,
+             "retry": state.report.retrying}[outcome["status"]].append(outcome)
 
     async def _probe_if_unreachable(self, now: datetime) -> bool:
         """While digests back off because the server was unreachable, ask the server (at
@@ -502,86 +710,141 @@ class ReminderService:
         PENDING.set(waiting + in_digests)
         return int(waiting + in_digests)
 
-    async def _deliver(self, session: Any, digest: dict[str, Any]) -> dict[str, Any] | None:
-        entries = (await session.execute(
-            select(LEDGER.c.assignment_id, LEDGER.c.agency_id, LEDGER.c.due_kind,
-                   LEDGER.c.due_date, LEDGER.c.kind, LEDGER.c.flags,
-                   ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.source,
-                   ASSIGNMENTS.c.reference, ASSIGNMENTS.c.text, ASSIGNMENTS.c.status,
-                   ASSIGNMENTS.c.agency_name, ASSIGNMENTS.c.role)
-            .join(ASSIGNMENTS, ASSIGNMENTS.c.id == LEDGER.c.assignment_id)
-            .where(LEDGER.c.digest_id == digest["id"]))).mappings().all()
-        if not entries:
-            await session.execute(delete(DIGESTS).where(DIGESTS.c.id == digest["id"]))
-            return None
-        attempts = digest["attempts"] + 1
-        base = {"digest_id": str(digest["id"]), "recipient": digest["recipient"],
-                "as_of": digest["as_of"].isoformat(),
-                "items": len(entries), "attempts": attempts}
-        message_id = message_id_for(digest["id"], self.settings.message_id_domain)
+    async def _prepare(self, conn: AsyncConnection, lock: Any, params: dict[str, Any]
+                       ) -> tuple[bool, _Prepared | None]:
+        """Lock a pending digest (``lock``: which), read its contents under that lock and
+        render its message, in a transaction left open for ``_finish``. (False, None): no
+        digest to lock; (True, None): it was empty and is gone."""
+        transaction = await conn.begin()
+        prepared: _Prepared | None = None
         try:
-            rendered = render_digest(
-                recipient_name=self._recipient_name(digest, entries),
-                language=digest["language"], as_of=digest["as_of"],
-                items=[self._item(e) for e in entries], report_url=self.settings.tracker_url)
-            message = build_email(digest=rendered, sender=self.settings.mail_from,
-                                  recipient=digest["recipient"], as_of=digest["as_of"],
-                                  message_id=message_id)
-        except (ValueError, KeyError, TypeError) as exc:
-            # Bad data (e.g. a malformed address) never renders: retrying cannot help.
-            log.warning("digest cannot be built: %s", exc)
-            EMAILS.labels(outcome="failed").inc()
-            await self._update(session, digest["id"], status="failed", attempts=attempts,
-                               last_error=f"cannot build the message: {exc}"[:2000])
-            return base | {"status": "failed", "error": str(exc)}
+            row = (await conn.execute(lock, params)).mappings().first()
+            if row is None:
+                await transaction.rollback()
+                return False, None
+            digest = dict(row)
+            entries = (await conn.execute(DIGEST_ENTRIES, {"digest_id": digest["id"]})).all()
+            if not entries:
+                await conn.execute(delete(DIGESTS).where(DIGESTS.c.id == digest["id"]))
+                await transaction.commit()
+                return True, None
+            attempts = digest["attempts"] + 1
+            prepared = _Prepared(
+                transaction=transaction, digest=digest, attempts=attempts,
+                message_id=message_id_for(digest["id"], self.settings.message_id_domain),
+                kinds=collections.Counter(entry.kind for entry in entries),
+                base={"digest_id": str(digest["id"]), "recipient": digest["recipient"],
+                      "as_of": digest["as_of"].isoformat(), "items": len(entries),
+                      "attempts": attempts})
+            try:
+                content = prepare_digest(
+                    recipient_name=self._recipient_name(digest, entries),
+                    language=digest["language"], as_of=digest["as_of"],
+                    items=[self._item(e) for e in entries],
+                    report_url=self.settings.tracker_url)
+                del entries
+                prepared.envelope, chunks = digest_message(
+                    digest=content, sender=self.settings.mail_from,
+                    recipient=digest["recipient"], as_of=digest["as_of"],
+                    message_id=prepared.message_id)
+                prepared.subject = content.subject
+                del content
+                # In memory up to a few MB, on disk beyond (a coordinators' digest of a
+                # large book). Closed by _finish, or below on an error.
+                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+                prepared.spool = spool
+                for chunk in chunks:
+                    spool.write(chunk)
+                    await asyncio.sleep(0)  # a large digest takes seconds: others go on
+            except (ValueError, KeyError, TypeError) as exc:
+                # Bad data (e.g. a malformed address) never renders: retrying cannot help.
+                log.warning("digest cannot be built: %s", exc)
+                prepared.close()
+                prepared.error = str(exc)
+            return True, prepared
+        except BaseException:
+            if prepared is not None:
+                prepared.close()
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+            raise
+
+    async def _finish(self, prepared: _Prepared, smtp: mailer.Connection) -> dict[str, Any]:
+        """Send a prepared digest and mark what became of it, in its transaction."""
+        digest, attempts = prepared.digest, prepared.attempts
+        conn = prepared.transaction.connection
         try:
-            await mailer.send(message, self.smtp)
+            if prepared.error is not None or prepared.spool is None \
+                    or prepared.envelope is None:
+                EMAILS.labels(outcome="failed").inc()
+                await self._update(conn, digest["id"], status="failed", attempts=attempts,
+                                   last_error=f"cannot build the message: {prepared.error}"
+                                   [:2000])
+                outcome = prepared.base | {"status": "failed", "error": prepared.error}
+            else:
+                outcome = await self._send(conn, prepared, smtp)
+            await prepared.transaction.commit()
+            return outcome
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await prepared.transaction.rollback()
+            raise
+        finally:
+            prepared.close()
+
+    async def _send(self, conn: AsyncConnection, prepared: _Prepared,
+                    smtp: mailer.Connection) -> dict[str, Any]:
+        digest, attempts, message_id = prepared.digest, prepared.attempts, prepared.message_id
+        spool, envelope = prepared.spool, prepared.envelope
+        assert spool is not None and envelope is not None
+        try:
+            size = spool.tell()
+            spool.seek(0)
+            await smtp.send(spool, size, envelope.sender, envelope.recipients)
         except mailer.DeliveryError as exc:
             error = str(exc)[:2000]
             if exc.permanent:
                 EMAILS.labels(outcome="failed").inc()
-                await self._update(session, digest["id"], status="failed", attempts=attempts,
+                await self._update(conn, digest["id"], status="failed", attempts=attempts,
                                    last_error=error, message_id=message_id,
-                                   subject=rendered.subject)
-                return base | {"status": "failed", "error": error}
+                                   subject=prepared.subject)
+                return prepared.base | {"status": "failed", "error": error}
             EMAILS.labels(outcome="retried").inc()
             delay = backoff_seconds(attempts, self.settings.delivery_retry_seconds,
                                     self.settings.delivery_max_backoff_seconds)
-            await self._update(session, digest["id"], attempts=attempts, last_error=error,
+            await self._update(conn, digest["id"], attempts=attempts, last_error=error,
                                server_unreachable=exc.unreachable,
                                next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
-            return base | {"status": "retry", "error": error, "retry_in_seconds": delay}
+            return prepared.base | {"status": "retry", "error": error,
+                                    "retry_in_seconds": delay}
         EMAILS.labels(outcome="sent").inc()
-        for entry in entries:
-            REMINDERS_SENT.labels(kind=entry["kind"]).inc()
-        await self._update(session, digest["id"], status="sent", attempts=attempts,
-                           sent_at=datetime.now(UTC), message_id=message_id,
-                           subject=rendered.subject, last_error=None, server_unreachable=False)
-        kinds: dict[str, int] = defaultdict(int)
-        for entry in entries:
-            kinds[entry["kind"]] += 1
-        return base | {"status": "sent", "subject": rendered.subject, "message_id": message_id,
-                       "kinds": dict(kinds)}
+        for kind, n in prepared.kinds.items():
+            REMINDERS_SENT.labels(kind=kind).inc(n)
+        await conn.execute(MARK_SENT, {
+            "digest_id": digest["id"], "new_attempts": attempts, "now": datetime.now(UTC),
+            "new_message_id": message_id, "new_subject": prepared.subject})
+        return prepared.base | {"status": "sent", "subject": prepared.subject,
+                                "message_id": message_id, "kinds": dict(prepared.kinds)}
 
     @staticmethod
     async def _update(session: Any, digest_id: uuid.UUID, **values: Any) -> None:
         await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest_id).values(**values))
 
-    def _recipient_name(self, digest: dict[str, Any], entries: list[Any]) -> str:
+    def _recipient_name(self, digest: dict[str, Any], entries: Sequence[Any]) -> str:
         if digest["recipient_kind"] == "coordinator":
             return self.settings.coordinator_name
-        names = [e["agency_name"] for e in entries if e["agency_id"] == digest["agency_id"]]
-        return names[0] if names else entries[0]["agency_name"]
+        return str(next((e.agency_name for e in entries if e.agency_id == digest["agency_id"]),
+                        entries[0].agency_name))
 
     @staticmethod
     def _item(entry: Any) -> DigestItem:
         return DigestItem(
-            assignment_id=str(entry["assignment_id"]),
-            recommendation_id=str(entry["recommendation_id"]), source=entry["source"],
-            reference=entry["reference"], text=entry["text"], due_kind=entry["due_kind"],
-            due_date=entry["due_date"], status=entry["status"], kind=ReminderKind(entry["kind"]),
-            agency_name=entry["agency_name"], role=entry["role"],
-            flags=tuple(entry["flags"] or ()))
+            assignment_id=str(entry.assignment_id),
+            recommendation_id=str(entry.recommendation_id), source=entry.source,
+            reference=entry.reference, text=entry.text, due_kind=entry.due_kind,
+            due_date=entry.due_date, status=entry.status, kind=ReminderKind(entry.kind),
+            agency_name=entry.agency_name, role=entry.role,
+            flags=tuple(entry.flags or ()))
 
     # --- ledger ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import random
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -12,17 +13,23 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import icalendar
+import jinja2
+import jinja2.filters
 import pytest
 
 from services.notifier.digest import (
     DigestItem,
+    Envelope,
     RenderedDigest,
     build_email,
+    digest_message,
     event_uid,
     excerpt,
     normalize_language,
     plural_category,
+    prepare_digest,
     render_digest,
+    wordwrap,
 )
 from services.notifier.policy import ReminderKind
 
@@ -410,6 +417,23 @@ def test_header_injection_impossible(items: list[DigestItem], evil: str) -> None
         assert [a.addr_spec for a in parsed["To"].addresses] == ["moj@gov.test"]
 
 
+def test_long_non_ascii_headers_come_back_as_they_were(items: list[DigestItem]) -> None:
+    # The email package's own folding lost the space between "сроков," and "просрочено".
+    subject = ("hrtrack: Ministry of Justice — 600 сроков, просрочено: 480, ближайший срок — "
+               "1 декабря 2009 г.")
+    name = "Министерство юстиции Республики Казахстан, Департамент по правам человека"
+    _envelope, chunks = digest_message(
+        digest=replace(render(items, "ru"), subject=subject), as_of=AS_OF,
+        sender='"Ведомство, отдел" <noreply@hrtrack.test>', recipient=f'"{name}" <moj@gov.test>')
+    raw = b"".join(chunks)
+    # As sent (re-generating it with the email package would refold it, with that bug).
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"] == subject
+    assert msg["To"].addresses[0].display_name == name
+    assert msg["To"].addresses[0].addr_spec == "moj@gov.test"
+    assert msg["From"].addresses[0].display_name == "Ведомство, отдел"
+
+
 def test_invalid_address_is_refused(items: list[DigestItem]) -> None:
     with pytest.raises(ValueError):
         build_email(digest=render(items), sender="hrtrack", recipient="x@y.test", as_of=AS_OF)
@@ -483,3 +507,95 @@ def test_given_message_id_is_kept(items: list[DigestItem]) -> None:
 def test_flags_are_explained_in_every_language(language: str, flag: str, words: str) -> None:
     digest = render([make_item(flags=(flag,))], language)
     assert words in digest.text and words in digest.html
+
+
+# --- streaming ------------------------------------------------------------------------
+
+
+def many_items(n: int) -> list[DigestItem]:
+    return [
+        make_item(
+            assignment_id=f"asg-{i}",
+            reference=f"NHRAP / Chapter {i % 7} / No. {i}",
+            text=f"Действие {i}: обеспечить, чтобы каждое заявление о пытках расследовалось "
+            "незамедлительно; <b>и</b> беспристрастно, с участием адвоката. " * (1 + i % 3),
+            due_date=date.fromordinal(AS_OF.toordinal() - 200 + i % 260),
+            kind=K.OVERDUE if i % 260 < 200 else K.UPCOMING,
+            agency_name=f"Агентство {i % 5}",
+        )
+        for i in range(n)
+    ]
+
+
+def test_streamed_message_carries_the_rendered_parts() -> None:
+    items = many_items(600)
+    whole = render(items, "ru")
+    prepared = prepare_digest(recipient_name="Ministry of Justice", language="ru", as_of=AS_OF,
+                              items=items, report_url=REPORT_URL)
+    envelope, chunks = digest_message(
+        digest=prepared, sender="hrtrack <noreply@hrtrack.test>",
+        recipient="Министерство <moj@gov.test>", as_of=AS_OF, message_id="<digest-1@hr.test>",
+        now=datetime(2009, 12, 1, 6, 0, tzinfo=UTC))
+    pieces = list(chunks)
+    assert len(pieces) > 10, "the message comes in pieces, not whole"
+    raw = b"".join(pieces)
+    assert envelope == Envelope("noreply@hrtrack.test", ("moj@gov.test",), "<digest-1@hr.test>")
+
+    # Wire format: CRLF only, short lines, nothing to dot-stuff, ASCII.
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    lines = raw.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 78
+    assert not any(line.startswith(b".") for line in lines)
+    raw.decode("ascii")
+
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    alternative, attachment = parsed.iter_parts()
+    plain, html = alternative.iter_parts()
+    assert plain.get_content() == whole.text
+    assert html.get_content() == whole.html
+    assert attachment.get_payload(decode=True) == whole.ics
+    assert parsed["Subject"] == whole.subject == prepared.subject
+    assert len(list(icalendar.Calendar.from_ical(whole.ics).walk("VEVENT"))) == 600
+    # Same digest, same Message-ID and time: the same bytes (a re-send is the same mail).
+    _again, chunks = digest_message(
+        digest=prepare_digest(recipient_name="Ministry of Justice", language="ru", as_of=AS_OF,
+                              items=list(reversed(items)), report_url=REPORT_URL),
+        sender="hrtrack <noreply@hrtrack.test>", recipient="Министерство <moj@gov.test>",
+        as_of=AS_OF, message_id="<digest-1@hr.test>", now=datetime(2009, 12, 1, 6, 0, tzinfo=UTC))
+    assert b"".join(chunks) == raw
+
+
+def test_invalid_address_is_refused_before_anything_is_written(items: list[DigestItem]) -> None:
+    with pytest.raises(ValueError, match="recipient"):
+        digest_message(digest=render(items), sender="a@b.test", recipient="nobody",
+                       as_of=AS_OF)
+
+
+@pytest.mark.parametrize("shift", range(4))
+def test_ics_lines_folded_at_75_octets_between_characters(shift: int) -> None:
+    text = "x" * shift + "Қазақстан Республикасының Адам құқықтары жөніндегі ұлттық жоспары " * 6
+    item = make_item(text=text, reference="Ұлттық жоспар; 2009, № 3 " * 4, agency_name="Әділет")
+    ics = render([item], "kk").ics
+    assert ics.endswith(b"\r\n") and b"\n" not in ics.replace(b"\r\n", b"")
+    for line in ics.split(b"\r\n"):
+        assert len(line) <= 75
+        line.decode("utf-8")  # never cut inside a character
+    (event,) = icalendar.Calendar.from_ical(ics).walk("VEVENT")
+    assert str(event["DESCRIPTION"]).startswith(excerpt(text)[:-1])
+    assert str(event["SUMMARY"]).endswith(" ".join(["Ұлттық жоспар; 2009, № 3"] * 4))
+
+
+def test_wordwrap_is_jinjas() -> None:
+    env = jinja2.Environment()
+    rng = random.Random(7)
+    vocabulary = ["a", "law", "on", "the", "protection", "of", "personal", "data;", "обеспечить",
+                  "каждое", "заявление", "Қазақстан", "well-known", "x" * 80, "end.", "—", "",
+                  "tab\there", "nbsp\u00a0word", "line\nbreak"]
+    samples = ["", " ", "one", "  two  spaces ", excerpt(LONG_TEXT), LONG_TEXT]
+    samples += [" ".join(rng.choice(vocabulary) for _ in range(rng.randrange(1, 60)))
+                for _ in range(400)]
+    for text in samples:
+        for width, wrapstring in ((73, "\n   "), (76, None), (10, "|")):
+            assert wordwrap(env, text, width, wrapstring=wrapstring) == \
+                jinja2.filters.do_wordwrap(env, text, width, wrapstring=wrapstring), text

@@ -1,9 +1,9 @@
-"""Delivery rules that need no SMTP server: backoff, Message-IDs, error classification."""
+"""Delivery rules that need no SMTP server: backoff, Message-IDs, error classification,
+dot-stuffing of a message written in blocks."""
 
 from __future__ import annotations
 
 import uuid
-from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
@@ -26,20 +26,14 @@ def test_message_id_is_stable_per_digest() -> None:
     assert message_id_for(uuid.uuid4(), "") .endswith("@hrtrack.local>")
 
 
-class Refusing:
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    async def __call__(self, *args: object, **kwargs: object) -> None:
-        raise self.exc
-
-
 @pytest.mark.parametrize(
     ("exc", "permanent", "unreachable"),
     [
         (aiosmtplib.SMTPResponseException(451, "try later"), False, False),
+        (aiosmtplib.SMTPDataError(452, "insufficient storage"), False, False),
         (aiosmtplib.SMTPResponseException(421, "closing"), False, True),
         (aiosmtplib.SMTPResponseException(550, "no such user"), True, False),
+        (aiosmtplib.SMTPDataError(552, "message too large"), True, False),
         (aiosmtplib.SMTPRecipientsRefused(
             [aiosmtplib.SMTPRecipientRefused(550, "no", "a@x.kz")]), True, False),
         (aiosmtplib.SMTPRecipientsRefused(
@@ -50,15 +44,31 @@ class Refusing:
         (TimeoutError(), False, True),
     ],
 )
-async def test_failures_are_temporary_unless_5xx(monkeypatch: pytest.MonkeyPatch,
-                                                 exc: Exception, permanent: bool,
-                                                 unreachable: bool) -> None:
-    monkeypatch.setattr(aiosmtplib, "send", Refusing(exc))
-    config = mailer.SmtpConfig("127.0.0.1", 1, 1.0)
-    with pytest.raises(mailer.DeliveryError) as raised:
-        await mailer.send(EmailMessage(), config)
-    assert raised.value.permanent is permanent
-    assert raised.value.unreachable is unreachable
+def test_failures_are_temporary_unless_5xx(exc: Exception, permanent: bool,
+                                           unreachable: bool) -> None:
+    error = mailer.classify(exc)
+    assert error.permanent is permanent
+    assert error.unreachable is unreachable
+
+
+@pytest.mark.parametrize(
+    ("blocks", "sent"),
+    [
+        ([b".top\r\nmid\r\n.dot\r\n"], b"..top\r\nmid\r\n..dot\r\n"),
+        # A block boundary inside a line: its dot is not at a line start.
+        ([b"a line ", b".not at a line start\r\n", b".at one\r\n"],
+         b"a line .not at a line start\r\n..at one\r\n"),
+        # A boundary right after a line break: the dot starts a line.
+        ([b"end\r\n", b".next\r\n"], b"end\r\n..next\r\n"),
+        ([b"no dots\r\n", b"at all\r\n"], b"no dots\r\nat all\r\n"),
+    ],
+)
+def test_dot_stuffing_across_blocks(blocks: list[bytes], sent: bytes) -> None:
+    out, at_line_start = b"", True
+    for block in blocks:
+        out += mailer.dot_stuff(block, at_line_start)
+        at_line_start = block.endswith(b"\n")
+    assert out == sent
 
 
 async def test_probe_of_a_closed_port_says_no() -> None:
