@@ -219,7 +219,14 @@ class Connection:
         protocol.write(b".\r\n" if last.endswith(b"\r\n") else b"\r\n.\r\n")
         try:
             answer = await protocol.read_response(timeout=timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        except aiosmtplib.SMTPTimeoutError as exc:
+            client.close()
+            # The whole message is with the server, which may take it and be slow to say so.
+            # Temporary, but not "unreachable": that slow server still answers the probe, which
+            # would cut the backoff short and leave it another copy every retry round.
+            raise DeliveryError(f"no answer to the message within {timeout:g} s ({exc})",
+                                permanent=False) from exc
+        except aiosmtplib.SMTPServerDisconnected:
             client.close()
             raise
         if answer.code != 250:
