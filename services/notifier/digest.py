@@ -9,6 +9,11 @@ produces the whole email (RFC 5322, CRLF line endings, as sent in SMTP DATA) pie
 so a digest of tens of thousands of items (the coordinators' escalations over a large book)
 never has to be held in memory as text, HTML, calendar and message at once.
 ``render_digest`` and ``build_email`` give the same parts and message whole.
+
+Capped: with ``max_items`` a digest lists only that many items in full (the most urgent)
+and counts the others in a summary (by agency, by due date and reminder kind) that says
+where they all are (the notifier's ledger), so its size no longer grows with the number of
+reminders.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.header import Header
@@ -48,6 +53,7 @@ __all__ = [
     "build_email",
     "digest_message",
     "excerpt",
+    "ledger_url",
     "normalize_language",
     "plural_category",
     "prepare_digest",
@@ -76,6 +82,7 @@ class DigestItem:
     agency_name: str
     role: str  # lead | co | partner
     flags: tuple[str, ...] = ()  # e.g. ("no_contact",)
+    agency_id: str = ""  # shown with the agency in a capped digest's summary (ledger filter)
 
 
 @dataclass(frozen=True)
@@ -239,15 +246,27 @@ class _Entry:
         return (self.item.assignment_id, self.item.due_kind, self.item.due_date)
 
 
-def _merge(items: Iterable[DigestItem]) -> list[_Entry]:
+_ESCALATIONS = frozenset({ReminderKind.ESCALATION_AGENCY, ReminderKind.ESCALATION_COORDINATOR})
+
+
+def urgency(kinds: Iterable[ReminderKind], due_date: date, as_of: date) -> int:
+    """0: escalated, 1: overdue, 2: coming up. A digest lists the most urgent first, and a
+    capped one lists only the most urgent."""
+    if not _ESCALATIONS.isdisjoint(kinds):
+        return 0
+    return 1 if due_date < as_of else 2
+
+
+def _merge(items: Iterable[DigestItem], as_of: date) -> list[_Entry]:
     """One entry per (assignment, due kind, due date), collecting reminder kinds and flags
-    (the same obligation can reach one recipient as, e.g., overdue and escalation)."""
+    (the same obligation can reach one recipient as, e.g., overdue and escalation), most
+    urgent first: escalations, then overdue, then upcoming, each by due date."""
     entries: dict[tuple[str, str, date], _Entry] = {}
     for item in items:
         key = (item.assignment_id, item.due_kind, item.due_date)
         entry = entries.get(key)
         if entry is None:
-            entry = entries[key] = _Entry(item, short=excerpt(item.text))
+            entry = entries[key] = _Entry(item)
         if item.kind not in entry.kinds:
             entry.kinds.append(item.kind)
         entry.flags.extend(f for f in item.flags if f not in entry.flags)
@@ -256,6 +275,7 @@ def _merge(items: Iterable[DigestItem]) -> list[_Entry]:
     return sorted(
         entries.values(),
         key=lambda e: (
+            urgency(e.kinds, e.item.due_date, as_of),
             e.item.due_date,
             _natural_key(e.item.agency_name),
             e.item.source,
@@ -352,6 +372,100 @@ class _Groups:
             )
 
 
+# --- the summary of what a capped digest does not list -----------------------------------
+
+SUMMARY_ROWS = 100  # rows per summary table at most; the rest add up in one last row
+LEDGER_LIMIT = 5000  # the most entries GET /v1/reminders gives per request
+
+
+@dataclass(slots=True)
+class _CountRow:
+    label: str  # the agency, or the due date with the days left/overdue
+    detail: str  # the agency's id, or the reminder kind
+    items: int = 0
+    overdue: int = 0
+
+
+@dataclass(slots=True)
+class _Summary:
+    """The items a capped digest does not list, as counts: per agency and per due date
+    and reminder kind (the most severe of an item's), most urgent first. Each table's
+    counts add up to ``total``."""
+
+    note: str  # under the digest's first summary line: how many are listed, how many not
+    title: str
+    overdue_line: str
+    where: str
+    ledger: str  # GET {ledger URL}: a line of its own, never wrapped
+    where_note: str
+    total: int
+    overdue: int
+    agencies: list[_CountRow]
+    dates: list[_CountRow]
+    width_items: int  # of the plain-text tables' count columns
+    width_overdue: int
+
+
+def _capped(rows: list[_CountRow], other: Callable[[int], str]) -> list[_CountRow]:
+    """At most SUMMARY_ROWS rows: beyond, the last row adds up all the others."""
+    if len(rows) <= SUMMARY_ROWS:
+        return rows
+    kept, rest = rows[:SUMMARY_ROWS - 1], rows[SUMMARY_ROWS - 1:]
+    return [*kept, _CountRow(other(len(rest)), "", sum(r.items for r in rest),
+                             sum(r.overdue for r in rest))]
+
+
+def _summary(entries: list[_Entry], m: _Messages, as_of: date, ledger_url: str, *,
+             listed: int) -> _Summary:
+    agencies: dict[tuple[str, str], _CountRow] = {}
+    dates: dict[tuple[int, date, int], _CountRow] = {}
+    overdue = 0
+    for entry in entries:
+        item = entry.item
+        is_overdue = item.due_date < as_of
+        overdue += is_overdue
+        name = one_line(item.agency_name)
+        row = agencies.get((item.agency_id, name))
+        if row is None:
+            row = agencies[(item.agency_id, name)] = _CountRow(name, one_line(item.agency_id))
+        row.items += 1
+        row.overdue += is_overdue
+        kind = entry.kinds[-1]  # the most severe (kinds are in ReminderKind's order)
+        order = _KIND_ORDER.get(kind, len(_KIND_ORDER))
+        key = (urgency(entry.kinds, item.due_date, as_of), item.due_date, -order)
+        row = dates.get(key)
+        if row is None:
+            row = dates[key] = _CountRow(
+                f"{m.fmt_date(item.due_date)} ({m.days(item.due_date, as_of)})",
+                m.label("kinds", str(kind)))
+        row.items += 1
+        row.overdue += is_overdue
+    by_agency = sorted(agencies.values(), key=lambda r: (-r.items, _natural_key(r.label),
+                                                         r.detail))
+    by_date = [dates[key] for key in sorted(dates)]
+    total = len(entries)
+    return _Summary(
+        note=m("rest_note", listed=listed, rest=total) + ".",
+        title=m.plural("rest_title", total),
+        overdue_line=m.plural("summary_overdue", overdue) if overdue else "",
+        where=m("rest_where"),
+        ledger=f"GET {ledger_url}",
+        where_note=m("rest_where_note", limit=LEDGER_LIMIT),
+        total=total, overdue=overdue,
+        agencies=_capped(by_agency, lambda n: m("rest_other_agencies", n=n)),
+        dates=_capped(by_date, lambda n: m("rest_other_dates", n=n)),
+        width_items=max(len(m("col_items")), len(str(total))),
+        width_overdue=max(len(m("col_overdue")), len(str(total))))
+
+
+def ledger_url(base: str | None, recipient: str, as_of: date) -> str:
+    """Where a digest's reminders are, every one of them: this notifier's ledger filtered
+    to the recipient and the day (``base``: the notifier's public address; none gives the
+    path alone)."""
+    query = f"recipient={quote(one_line(recipient), safe='@')}&as_of={as_of.isoformat()}"
+    return f"{(base or '').strip().rstrip('/')}/v1/reminders?{query}&limit={LEDGER_LIMIT}"
+
+
 # --- templates ------------------------------------------------------------------------
 
 
@@ -409,13 +523,21 @@ class PreparedDigest:
 
     def __init__(self, *, recipient_name: str, language: str, as_of: date,
                  items: Iterable[DigestItem], report_url: str,
-                 sender_name: str = "hrtrack") -> None:
-        entries = _merge(items)
+                 sender_name: str = "hrtrack", max_items: int | None = None,
+                 ledger_url: str | None = None) -> None:
+        entries = _merge(items, as_of)
         if not entries:
             raise ValueError("a digest needs at least one item")
+        if max_items is not None and max_items < 1:
+            raise ValueError("max_items must be at least 1")
         self.language = lang = normalize_language(language)
         self.as_of, self.report_url = as_of, report_url
-        self.entries = entries
+        # Listed in full (and in the calendar): the most urgent, up to max_items; the rest
+        # only as counts, so a digest stays a size any mail server takes.
+        cut = len(entries) if max_items is None else max_items
+        self.entries, rest = entries[:cut], entries[cut:]
+        for entry in self.entries:
+            entry.short = excerpt(entry.item.text)
         self.m = m = _Messages(lang)
         recipient, sender = one_line(recipient_name), one_line(sender_name) or "hrtrack"
         self.sender = sender
@@ -437,6 +559,12 @@ class PreparedDigest:
             {"status": "in_progress", "text": m("example_text")}, ensure_ascii=False
         )
         statuses = ", ".join(f"{s} ({m.label('statuses', s)})" for s in REPORT_STATUSES)
+        self.summary: _Summary | None = None
+        if rest:
+            where = ledger_url or f"/v1/reminders?as_of={as_of}&limit={LEDGER_LIMIT}"
+            self.summary = _summary(rest, m, as_of, where,
+                                    listed=len(self.entries))
+        del rest
         self.context = {
             "lang": lang,
             "subject": self.subject,
@@ -444,7 +572,8 @@ class PreparedDigest:
             "recipient_line": m("recipient_line", recipient=recipient),
             "intro": m("intro", sender=sender, date=m.fmt_date(as_of)),
             "summary": summary + ".",
-            "groups": _Groups(entries, m, as_of, report_url),
+            "groups": _Groups(self.entries, m, as_of, report_url),
+            "rest": self.summary,
             "labels": SimpleNamespace(**{
                 k: m(k)
                 for k in (
@@ -456,6 +585,13 @@ class PreparedDigest:
                     "label_reminder",
                     "label_report",
                     "label_note",
+                    "rest_by_agency",
+                    "rest_by_date",
+                    "col_items",
+                    "col_overdue",
+                    "col_agency",
+                    "col_due",
+                    "col_reminder",
                 )
             }),
             "how_to_title": m("how_to_title"),
@@ -471,7 +607,7 @@ class PreparedDigest:
                 '  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n'
                 f"  -d '{example_body}'"
             ),
-            "calendar_note": m("calendar_note"),
+            "calendar_note": m("calendar_note_capped" if self.summary else "calendar_note"),
             "footer": m("footer", sender=sender),
         }
 
@@ -493,15 +629,22 @@ def prepare_digest(
     items: Iterable[DigestItem],
     report_url: str,
     sender_name: str = "hrtrack",
+    max_items: int | None = None,
+    ledger_url: str | None = None,
 ) -> PreparedDigest:
     """The digest of ``items`` for one recipient as of ``as_of``, ready to be streamed.
 
     ``report_url`` is the tracker's base URL; each item links to
     ``{report_url}/v1/assignments/{assignment_id}/reports``. Unknown languages fall back
     to English. Raises ValueError when there is nothing to send.
+
+    ``max_items``: at most this many items are listed in full (and in the calendar), the
+    most urgent first; the others are summarised as counts by agency and by due date and
+    reminder kind, with ``ledger_url`` (see ``ledger_url()``) saying where they all are.
     """
     return PreparedDigest(recipient_name=recipient_name, language=language, as_of=as_of,
-                          items=items, report_url=report_url, sender_name=sender_name)
+                          items=items, report_url=report_url, sender_name=sender_name,
+                          max_items=max_items, ledger_url=ledger_url)
 
 
 def render_digest(
@@ -512,10 +655,13 @@ def render_digest(
     items: list[DigestItem],
     report_url: str,
     sender_name: str = "hrtrack",
+    max_items: int | None = None,
+    ledger_url: str | None = None,
 ) -> RenderedDigest:
     """The digest's parts whole (see ``prepare_digest``)."""
     digest = prepare_digest(recipient_name=recipient_name, language=language, as_of=as_of,
-                            items=items, report_url=report_url, sender_name=sender_name)
+                            items=items, report_url=report_url, sender_name=sender_name,
+                            max_items=max_items, ledger_url=ledger_url)
     return RenderedDigest(
         subject=digest.subject,
         text="".join(digest.text_chunks()),

@@ -45,7 +45,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from services.notifier import mailer
-from services.notifier.digest import DigestItem, Envelope, digest_message, prepare_digest
+from services.notifier.digest import (
+    DigestItem,
+    Envelope,
+    digest_message,
+    ledger_url,
+    prepare_digest,
+)
 from services.notifier.models import (
     SCHEMA,
     AgencyContact,
@@ -741,7 +747,12 @@ class ReminderService:
                     recipient_name=self._recipient_name(digest, entries),
                     language=digest["language"], as_of=digest["as_of"],
                     items=[self._item(e) for e in entries],
-                    report_url=self.settings.tracker_url)
+                    report_url=self.settings.tracker_url,
+                    # The most urgent in full, the rest counted: every digest stays a
+                    # size mail servers take (all its reminders are sent with it).
+                    max_items=self.settings.digest_max_items,
+                    ledger_url=ledger_url(self.settings.public_url, digest["recipient"],
+                                          digest["as_of"]))
                 del entries
                 prepared.envelope, chunks = digest_message(
                     digest=content, sender=self.settings.mail_from,
@@ -844,7 +855,7 @@ class ReminderService:
             reference=entry.reference, text=entry.text, due_kind=entry.due_kind,
             due_date=entry.due_date, status=entry.status, kind=ReminderKind(entry.kind),
             agency_name=entry.agency_name, role=entry.role,
-            flags=tuple(entry.flags or ()))
+            flags=tuple(entry.flags or ()), agency_id=str(entry.agency_id))
 
     # --- ledger ---------------------------------------------------------------------------
 

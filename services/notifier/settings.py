@@ -61,6 +61,13 @@ class NotifierSettings(ServiceSettings):
     tracker_url: str = "http://127.0.0.1:8002"
     tracker_lookup: bool = True
     tracker_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A digest lists this many reminders in full at most (the most urgent), the rest as
+    # counts by agency and by due date: a coordinators' digest of a large book would
+    # otherwise be a message of tens of MB that mail servers refuse.
+    digest_max_items: int = Field(default=200, ge=1)
+    # This notifier's address as the digests' readers reach it: the capped digest's link
+    # to the ledger (none: the path alone).
+    public_url: str | None = None
     # Scheduled passes on the service clock; 0 turns them off (passes only on request).
     pass_interval_seconds: float = Field(default=300.0, ge=0)
     # Delivery retries: exponential backoff from this base up to the maximum, no limit on
@@ -70,7 +77,7 @@ class NotifierSettings(ServiceSettings):
     policy_file: Path | None = None
     policy: ReminderPolicy = Field(default_factory=ReminderPolicy)
 
-    @field_validator("policy_file", mode="before")
+    @field_validator("policy_file", "public_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

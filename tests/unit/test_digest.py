@@ -16,6 +16,7 @@ import icalendar
 import jinja2
 import jinja2.filters
 import pytest
+from pydantic import ValidationError
 
 from services.notifier.digest import (
     DigestItem,
@@ -25,6 +26,7 @@ from services.notifier.digest import (
     digest_message,
     event_uid,
     excerpt,
+    ledger_url,
     normalize_language,
     plural_category,
     prepare_digest,
@@ -32,6 +34,7 @@ from services.notifier.digest import (
     wordwrap,
 )
 from services.notifier.policy import ReminderKind
+from services.notifier.settings import NotifierSettings
 
 K = ReminderKind
 AS_OF = date(2009, 12, 1)
@@ -599,3 +602,202 @@ def test_wordwrap_is_jinjas() -> None:
         for width, wrapstring in ((73, "\n   "), (76, None), (10, "|")):
             assert wordwrap(env, text, width, wrapstring=wrapstring) == \
                 jinja2.filters.do_wordwrap(env, text, width, wrapstring=wrapstring), text
+
+
+# --- capped digests: the most urgent in full, the rest summarised -----------------------
+
+
+def summary_rows(text: str, heading: str) -> list[tuple[int, str]]:
+    """The rows of one plain-text summary table: (count, the rest of the line)."""
+    lines = text.split("\n")
+    start = lines.index(heading) + 3  # heading, underline, column names
+    rows = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        count, rest = line.strip().split(" ", 1)
+        rows.append((int(count), rest.strip()))
+    return rows
+
+
+def numbered(text: str) -> list[str]:
+    """The references of the items listed in full, in the order shown."""
+    return re.findall(r"^(\d+)\. (.+)$", text, flags=re.MULTILINE)
+
+
+def book(upcoming: int = 10, overdue: int = 5, escalated: int = 3) -> list[DigestItem]:
+    """Items of every urgency; agencies A, B, C in turn. Escalations are due later than
+    the plain overdue items, so urgency, not the date alone, must put them first."""
+    made = []
+    for i in range(escalated):
+        made.append(make_item(assignment_id=f"esc-{i}", reference=f"E{i}",
+                              due_date=date(2009, 10, 20 + i), kind=K.ESCALATION_COORDINATOR,
+                              agency_name="Agency " + "ABC"[i % 3], agency_id=f"id-{i % 3}"))
+    for i in range(overdue):
+        made.append(make_item(assignment_id=f"ovd-{i}", reference=f"O{i}",
+                              due_date=date(2009, 9, 1 + i), kind=K.OVERDUE,
+                              agency_name="Agency " + "ABC"[i % 3], agency_id=f"id-{i % 3}"))
+    for i in range(upcoming):
+        made.append(make_item(assignment_id=f"upc-{i}", reference=f"U{i}",
+                              due_date=date(2009, 12, 2 + i), kind=K.UPCOMING,
+                              agency_name="Agency " + "ABC"[i % 3], agency_id=f"id-{i % 3}"))
+    random.Random(7).shuffle(made)
+    return made
+
+
+def test_capped_digest_lists_the_most_urgent_in_full() -> None:
+    digest = render(book(), max_items=6)
+    # escalations (by due date), then the most overdue; nothing upcoming
+    expected = ["E0", "E1", "E2", "O0", "O1", "O2"]
+    assert [ref for _n, ref in numbered(digest.text)] == expected
+    assert [int(n) for n, _ref in numbered(digest.text)] == [1, 2, 3, 4, 5, 6]
+    for ref in expected:
+        assert f"{ref}</div>" in digest.html
+    for ref in ("O3", "O4", "U0", "U9"):
+        assert f"\n{ref}\n" not in digest.text and f"{ref}</div>" not in digest.html
+    # the subject and the first summary line still speak of all 18
+    assert digest.subject.startswith("hrtrack: 18 deadlines for Ministry of Justice — 8 overdue")
+    assert "18 items need your attention; 8 of them are overdue." in digest.text
+    assert "the most urgent: 6; summarised after them: 12." in " ".join(digest.text.split())
+    # only the listed items are in the calendar
+    events = list(icalendar.Calendar.from_ical(digest.ics).walk("VEVENT"))
+    assert sorted(str(e["UID"]).split("-deadline-")[0] for e in events) == sorted(
+        ["esc-0", "esc-1", "esc-2", "ovd-0", "ovd-1", "ovd-2"])
+    assert "listed in full" in " ".join(digest.text.split())
+
+
+def test_capped_digest_summary_adds_up() -> None:
+    digest = render(book(), max_items=6)
+    text = digest.text
+    assert "Not listed above: 12 more items; 2 of them are overdue" in text
+    agencies = summary_rows(text, "By agency")
+    assert sum(n for n, _ in agencies) == 12
+    # 2 overdue (O3: agency A, O4: agency B) and 10 upcoming (U0..U9: A B C A B C ...)
+    assert agencies == [(5, "1  Agency A (id-0)"), (4, "1  Agency B (id-1)"),
+                        (3, "0  Agency C (id-2)")]
+    dates = summary_rows(text, "By due date and reminder")
+    assert sum(n for n, _ in dates) == 12
+    assert dates[0] == (1, "4 September 2009 (88 days overdue) — overdue reminder")
+    assert dates[1] == (1, "5 September 2009 (87 days overdue) — overdue reminder")
+    assert dates[2] == (1, "2 December 2009 (1 day left) — advance reminder")
+    assert len(dates) == 12
+    # where they all are: the ledger, on a line of its own
+    assert "\nGET /v1/reminders?as_of=2009-12-01&limit=5000\n" in text
+    # the HTML part carries the same tables: 3 agency rows, 12 date rows
+    html = digest.html.split("By agency</h3>")[1]
+    counts = re.findall(r'<tr><td style="padding:2px 10px;text-align:right;">(\d+)</td>', html)
+    assert len(counts) == 3 + 12 and sum(map(int, counts)) == 2 * 12
+
+
+def test_summary_names_the_most_severe_kind_of_an_item() -> None:
+    items = [make_item(assignment_id="first", due_date=date(2009, 10, 1), kind=K.OVERDUE),
+             make_item(assignment_id="x", due_date=date(2009, 9, 1), kind=K.OVERDUE),
+             make_item(assignment_id="x", due_date=date(2009, 9, 1), kind=K.ESCALATION_AGENCY)]
+    digest = render(items, max_items=1)
+    # the escalated one goes first (listed); the other is summarised as overdue
+    assert [ref for _n, ref in numbered(digest.text)] == [items[1].reference]
+    assert "escalation to the agency's management" in digest.text.split("How to report")[0]
+    assert summary_rows(digest.text, "By due date and reminder") == [
+        (1, "1 October 2009 (61 days overdue) — overdue reminder")]
+
+
+def test_not_capped_when_within_the_limit(items: list[DigestItem]) -> None:
+    capped, whole = render(items, max_items=3), render(items)
+    assert capped == whole
+    assert "Not listed above" not in whole.text and "By agency" not in whole.html
+    with pytest.raises(ValueError, match="max_items"):
+        render(items, max_items=0)
+
+
+def test_summary_escapes_agency_names() -> None:
+    evil = 'Ministry <script>alert("x")</script> & Co\r\nBcc: a@b'
+    items = [make_item(assignment_id="listed"),
+             make_item(assignment_id="counted", agency_name=evil, agency_id="<id>&",
+                       due_date=date(2010, 1, 1))]
+    digest = render(items, max_items=1)
+    assert "<script>" not in digest.html and "<id>" not in digest.html
+    assert ("Ministry &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co Bcc: a@b"
+            in digest.html)
+    assert "&lt;id&gt;&amp;" in digest.html
+    # plain text: as it is, on one line
+    assert summary_rows(digest.text, "By agency") == [
+        (1, '0  Ministry <script>alert("x")</script> & Co Bcc: a@b (<id>&)')]
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "by_agency", "by_date", "words"),
+    [
+        ("ru", "Не перечислены выше, ещё пунктов: 12; из них просрочено: 2", "По ведомствам",
+         "По срокам и видам напоминаний",
+         ["наиболее срочные пункты: 6", "остальные сведены в", "журнале напоминаний",
+          "4 сентября 2009 г. (просрочено на 88 дней) — напоминание о просрочке",
+          "2 декабря 2009 г. (остался 1 день) — предварительное напоминание",
+          "ведомство", "перечисленных подробно"]),
+        ("kk", "Жоғарыда көрсетілмеген тағы тармақтар: 12; оның ішінде мерзімі өткені: 2",
+         "Мекемелер бойынша", "Мерзімдер мен еске салу түрлері бойынша",
+         ["ең шұғыл тармақтар толық көрсетілген: 6", "еске салулар журналында",
+          "2009 жылғы 4 қыркүйек (мерзімі өткеніне 88 күн болды) — мерзімнің өтуі туралы",
+          "мекеме", "Толық көрсетілген тармақтардың мерзімдері"]),
+    ],
+)
+def test_capped_digest_in_russian_and_kazakh(language: str, title: str, by_agency: str,
+                                             by_date: str, words: list[str]) -> None:
+    digest = render(book(), language, max_items=6)
+    flat = " ".join(digest.text.split())
+    assert title in digest.text
+    for word in words:
+        assert word in flat, word
+    assert sum(n for n, _ in summary_rows(digest.text, by_agency)) == 12
+    assert sum(n for n, _ in summary_rows(digest.text, by_date)) == 12
+    assert title in digest.html and by_agency in digest.html and by_date in digest.html
+    assert "Not listed" not in digest.text + digest.html
+
+
+def test_summary_tables_stay_short_and_still_add_up() -> None:
+    # 250 agencies with one summarised item each, over 250 due dates
+    items = [make_item(assignment_id=f"a{i}", agency_name=f"Agency {i:03d}", agency_id=f"{i}",
+                       due_date=date.fromordinal(AS_OF.toordinal() + 1 + i))
+             for i in range(251)]
+    digest = render(items, max_items=1)
+    for heading, other in (("By agency", "other agencies (151)"),
+                           ("By due date and reminder", "other due dates (151)")):
+        rows = summary_rows(digest.text, heading)
+        assert len(rows) == 100
+        assert sum(n for n, _ in rows) == 250
+        assert rows[-1][0] == 151 and rows[-1][1].endswith(other)
+
+
+def test_ledger_url() -> None:
+    assert ledger_url(None, "coord+1@hr.test", date(2010, 6, 30)) == (
+        "/v1/reminders?recipient=coord%2B1@hr.test&as_of=2010-06-30&limit=5000")
+    assert ledger_url("https://hr.example/notifier/", "a@b.kz", date(2010, 6, 30)) == (
+        "https://hr.example/notifier/v1/reminders?recipient=a@b.kz&as_of=2010-06-30"
+        "&limit=5000")
+    digest = render([make_item(), make_item(assignment_id="b")], max_items=1,
+                    ledger_url=ledger_url("https://hr.example", "a&b@x.kz", AS_OF))
+    assert ("\nGET https://hr.example/v1/reminders?recipient=a%26b@x.kz&as_of=2009-12-01"
+            "&limit=5000\n") in digest.text
+    assert "a%26b@x.kz&amp;as_of=2009-12-01" in digest.html
+
+
+def test_capped_message_stays_small_however_many_items() -> None:
+    """The bench's coordinators' digest (23,768 items) was a 93 MB message; capped, the
+    message's size depends on the cap, not on the number of items."""
+    sizes = {}
+    for n in (300, 6000):
+        items = [replace(item, agency_name=f"Agency {i % 2000}", agency_id=str(i % 2000))
+                 for i, item in enumerate(many_items(n))]
+        prepared = prepare_digest(recipient_name="Coordinators", language="ru", as_of=AS_OF,
+                                  items=items, report_url=REPORT_URL, max_items=200)
+        _envelope, chunks = digest_message(digest=prepared, sender="hrtrack <n@hr.test>",
+                                           recipient="c@hr.test", as_of=AS_OF)
+        sizes[n] = len(b"".join(chunks))
+    assert sizes[6000] < 2 * 1024 * 1024
+    assert sizes[6000] < 2 * sizes[300]
+
+
+def test_digest_max_items_setting() -> None:
+    assert NotifierSettings().digest_max_items == 200
+    assert NotifierSettings(public_url="").public_url is None
+    with pytest.raises(ValidationError, match="digest_max_items"):
+        NotifierSettings(digest_max_items=0)

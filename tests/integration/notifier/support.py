@@ -166,6 +166,26 @@ async def wait_stored(engine: AsyncEngine, assignments: Iterable[Assignment],
         await asyncio.sleep(0.1)
 
 
+class RefusesRejectAddresses:
+    """aiosmtpd handler part: recipients starting with "reject" are refused for good (550)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+                          address: str, rcpt_options: list[str]) -> str:
+        if address.startswith("reject"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def load_book(infra: Infra, settings: NotifierSettings, engine: AsyncEngine,
+                    agencies: Iterable[Agency], assignments: Iterable[Assignment]) -> None:
+    """Publish the agencies and assignments on the notifier's topics; wait until stored."""
+    agencies, assignments = list(agencies), list(assignments)
+    await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
+    await publish(infra, settings.assignments_topic, [a.event() for a in assignments])
+    await wait_stored(engine, assignments, agencies)
+
+
 # --- what should be sent --------------------------------------------------------------
 
 

@@ -26,17 +26,17 @@ from tests.helpers import eventually
 from tests.integration.notifier.support import (
     Agency,
     Assignment,
+    RefusesRejectAddresses,
+    load_book,
     notifier_settings,
     parse_mail,
-    publish,
-    wait_stored,
 )
 
 DAY = date(2055, 3, 1)  # 30 days before 31 March; no other module's reminders are due then
 
 
 @dataclass
-class Scripted:
+class Scripted(RefusesRejectAddresses):
     """Accepts every message, except: ``script[(connection, n)]`` answers the n-th DATA of
     that connection (both counted from 1); each connection is closed (421) at its MAIL
     number ``close_before``; RCPT to reject@... is refused (550)."""
@@ -64,13 +64,6 @@ class Scripted:
             return "421 4.4.2 idle too long, closing"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
-                          address: str, rcpt_options: list[str]) -> str:
-        if address.startswith("reject"):
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
@@ -167,9 +160,7 @@ async def test_a_4xx_in_the_middle_of_a_pass_retries_only_that_digest(
     engine = create_async_engine(infra.database_url)
     try:
         async with running(build_app(settings), infra.coordinator_token()) as client:
-            await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-            await publish(infra, settings.assignments_topic, [a.event() for a in work])
-            await wait_stored(engine, work, agencies)
+            await load_book(infra, settings, engine, agencies, work)
             report = (await client.post("/v1/reminders/run", params={"as_of": str(DAY)})).json()
             # Recipients go in order: a2's digest was the 3rd message of the connection.
             assert sorted(d["recipient"] for d in report["sent"]) == [

@@ -18,11 +18,10 @@ from tests.integration.notifier.support import (
     Timeline,
     day_range,
     expected_reminders,
+    load_book,
     mail_keys,
     notifier_settings,
-    publish,
     read_mails,
-    wait_stored,
 )
 
 START, END = date(2043, 1, 1), date(2043, 3, 31)
@@ -46,9 +45,7 @@ async def test_two_replicas_send_each_reminder_once(infra: Infra) -> None:
         second = settings.model_copy(update={"consumer_group": f"{settings.consumer_group}-2"})
         async with running(build_app(settings), token) as one, \
                 running(build_app(second), token) as two:
-            await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-            await publish(infra, settings.assignments_topic, [a.event() for a in assignments])
-            await wait_stored(engine, assignments, agencies)
+            await load_book(infra, settings, engine, agencies, assignments)
             claimed = 0
             for day in day_range(START, END):
                 answers = await asyncio.gather(

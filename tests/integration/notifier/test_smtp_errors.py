@@ -20,6 +20,7 @@ from tests.helpers import eventually
 from tests.integration.notifier.support import (
     Agency,
     Assignment,
+    RefusesRejectAddresses,
     notifier_settings,
     parse_mail,
     publish,
@@ -29,7 +30,7 @@ from tests.integration.notifier.support import (
 DAY = date(2047, 3, 1)  # 30 days before 31 March
 
 
-class PickyServer:
+class PickyServer(RefusesRejectAddresses):
     """Refuses ``reject*`` recipients for good (550) and answers the first ``tempfails``
     deliveries to ``temp*`` recipients with 451."""
 
@@ -38,13 +39,6 @@ class PickyServer:
         self.attempts: Counter[str] = Counter()
         self.accepted: list[bytes] = []
         self.lock = threading.Lock()
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
-                          address: str, rcpt_options: list[str]) -> str:
-        if address.startswith("reject"):
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         to = envelope.rcpt_tos[0]

@@ -24,11 +24,10 @@ from tests.integration.notifier.support import (
     Timeline,
     day_range,
     expected_reminders,
+    load_book,
     mail_keys,
     notifier_settings,
-    publish,
     read_mails,
-    wait_stored,
 )
 
 START, END = date(2045, 1, 1), date(2045, 3, 31)
@@ -68,9 +67,7 @@ async def test_reminders_survive_an_smtp_outage(infra: Infra, sink: SmtpSink) ->
     engine = create_async_engine(infra.database_url)
     try:
         async with running(build_app(settings), infra.coordinator_token()) as client:
-            await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-            await publish(infra, settings.assignments_topic, [a.event() for a in assignments])
-            await wait_stored(engine, assignments, agencies)
+            await load_book(infra, settings, engine, agencies, assignments)
             retried_before = emails_total((await client.get("/metrics")).text, "retried")
             waiting_days = 0
             for day in day_range(START, END):

@@ -37,10 +37,9 @@ from tests.integration.notifier.support import (
     Mail,
     Timeline,
     expected_reminders,
+    load_book,
     notifier_settings,
     parse_mail,
-    publish,
-    wait_stored,
 )
 
 # Far-future days (30 days before 31 March), one per test: no other module's passes get here.
@@ -217,9 +216,7 @@ async def test_slow_within_the_timeout_every_digest_once(infra: Infra) -> None:
     try:
         with smtp_server(handler, port):
             async with running(build_app(settings), infra.coordinator_token()) as client:
-                await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-                await publish(infra, settings.assignments_topic, [a.event() for a in work])
-                await wait_stored(engine, work, agencies)
+                await load_book(infra, settings, engine, agencies, work)
 
                 report = await run_pass(client, WITHIN)
                 sent = mine(report["sent"], domain)
@@ -251,9 +248,7 @@ async def test_slower_than_the_timeout_retried_until_delivered(infra: Infra) -> 
     try:
         with smtp_server(handler, port):
             async with running(build_app(settings), infra.coordinator_token()) as client:
-                await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-                await publish(infra, settings.assignments_topic, [a.event() for a in work])
-                await wait_stored(engine, work, agencies)
+                await load_book(infra, settings, engine, agencies, work)
                 retried_before = emails_total((await client.get("/metrics")).text, "retried")
 
                 report = await run_pass(client, BEYOND)
@@ -318,9 +313,7 @@ async def test_a_stalled_server_holds_nothing_up(infra: Infra) -> None:
     engine = create_async_engine(infra.database_url)
     try:
         async with running(build_app(settings), infra.coordinator_token()) as client:
-            await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
-            await publish(infra, settings.assignments_topic, [a.event() for a in work])
-            await wait_stored(engine, work, agencies)
+            await load_book(infra, settings, engine, agencies, work)
 
             # No greeting: each attempt ends at its timeout, the pass ends, nothing is lost.
             async with silent_server(port):
