@@ -54,6 +54,11 @@ def tracker_process(infra: Infra, tmp_path_factory: pytest.TempPathFactory
             tracker.process.stop()
 
 
+async def outbox_backlog(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM tracker.outbox"))).scalar_one())
+
+
 @pytest.fixture(scope="module")
 async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(infra.database_url)
@@ -152,8 +157,12 @@ async def test_sigkill_mid_stream_then_restart_stores_each_assignment_once(
                     event = json.loads(record.value)
                     if event["type"] == "assignment.created":
                         created_ids.setdefault(record.key, set()).add(event["event_id"])
-            return len(created_ids) == len(expected)
-        await eventually(all_announced, timeout=120, interval=0.1,
+            # A failure says how far it got: announced so far, and what the relay still holds.
+            assert len(created_ids) == len(expected), (
+                f"{len(created_ids)}/{len(expected)} announced, "
+                f"{await outbox_backlog(engine)} events still in the outbox")
+            return True
+        await eventually(all_announced, timeout=240, interval=0.2,
                          what="every assignment announced")
     finally:
         await reader.stop()
