@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
@@ -26,13 +27,13 @@ RELAY_LOCK_ID = 0x6872_7472  # "hrtr"
 
 PUBLISHED = Counter("hrtrack_outbox_published", "Outbox events published")
 
-CLAIM_BATCH = """
-DELETE FROM tracker.outbox WHERE id IN (SELECT id FROM tracker.outbox ORDER BY id LIMIT $1)
+CLAIM_BATCH = text("""
+DELETE FROM tracker.outbox WHERE id IN (SELECT id FROM tracker.outbox ORDER BY id LIMIT :limit)
 RETURNING id, topic, key, payload, event_id
-"""
+""")
 
 
-def records_by_topic(rows: list[Any]) -> list[tuple[str, list[OutgoingRecord]]]:
+def records_by_topic(rows: Sequence[Any]) -> list[tuple[str, list[OutgoingRecord]]]:
     """Claimed rows in id order, grouped into runs of one topic (so order is kept)."""
     ordered = sorted(rows, key=lambda r: r["id"])
     return [(topic, [(r["key"].encode(), r["payload"].encode(),
@@ -86,9 +87,10 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         async with self.engine.begin() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            rows = await driver.fetch(CLAIM_BATCH, self.batch_size)
+            # Through SQLAlchemy, not the driver connection: its asyncpg adapter opens the
+            # transaction with the first statement it runs, so the deletion can roll back.
+            rows = (await conn.execute(CLAIM_BATCH, {"limit": self.batch_size})
+                    ).mappings().all()
             if not rows:
                 return 0
             futures = []

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -181,10 +181,17 @@ class TrackerRepository:
                                    "actor": actor, "data": data or {}, "at": self.now})
 
     async def driver_connection(self) -> Any:
-        """The asyncpg connection under this session's transaction (for COPY)."""
+        """The asyncpg connection under this session's transaction (for COPY, unnest).
+
+        SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself;
+        a statement sent on the driver connection before that would commit on its own. So
+        the transaction is opened here first if nothing has opened it yet.
+        """
         connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection
+        driver = (await connection.get_raw_connection()).driver_connection
+        if driver is not None and not driver.is_in_transaction():
+            await connection.execute(text("SELECT 1"))
+        return driver
 
     async def copy_rows(self, table: str, columns: Iterable[str],
                         rows: Sequence[dict[str, Any]]) -> None:
