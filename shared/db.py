@@ -1,14 +1,21 @@
-"""Database plumbing shared by the services: engine, readiness, migrations."""
+"""Database plumbing shared by the services: engine, readiness, the driver connection under
+a session's transaction, migrations."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,20 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's transaction, for COPY and array statements.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself; a
+    statement sent on the driver connection before that would commit on its own. So the
+    transaction is opened here first if nothing has opened it yet.
+    """
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is not None and not driver.is_in_transaction():
+        await connection.execute(text("SELECT 1"))
+    return driver
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -1,4 +1,5 @@
-"""Small helpers the tests share: waiting for a condition, reading the SMTP sink."""
+"""Small helpers the tests share: waiting for a condition, reading a topic, reading the
+SMTP sink."""
 
 from __future__ import annotations
 
@@ -6,17 +7,38 @@ import asyncio
 import email
 import email.policy
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from hrtrack.stack import ManagedProcess, service_process
 
 T = TypeVar("T")
+
+
+async def read_records(bootstrap: str, topic: str, count: int, timeout: float = 60.0
+                       ) -> list[Any]:
+    """The first `count` records of a topic (all partitions), read by a new group."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                group_id=f"read-{uuid.uuid4().hex[:8]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                session_timeout_ms=2000, heartbeat_interval_ms=300)
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0,

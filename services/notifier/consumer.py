@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.notifier.models import SCHEMA, AgencyContact, utcnow
 from services.notifier.policy import ReminderPolicy, report_periods
 from services.notifier.settings import NotifierSettings
+from shared.db import driver_connection
 from shared.events import (
     AgencyEvent,
     AssignmentEvent,
@@ -249,13 +250,11 @@ class TrackerEventsConsumer:
         if not events:
             return
         async with self.sessions() as session, session.begin():
-            # Through SQLAlchemy, so that it opens the session's transaction (BEGIN): the
-            # asyncpg calls below run in it and commit or roll back together. The due rows
-            # of every changed assignment are replaced below, so the trigger that copies a
-            # new status or role onto them (migrations 0003, 0004) is told it has no work.
+            # The due rows of every changed assignment are replaced below, so the trigger
+            # that copies a new status or role onto them (migrations 0003, 0004) is told it
+            # has no work. The asyncpg calls run in the session's transaction.
             await session.execute(REPLACING_DUE_DATES)
-            connection = await (await session.connection()).get_raw_connection()
-            driver = connection.driver_connection
+            driver = await driver_connection(session)
             applied = await driver.fetch(UPSERT_ASSIGNMENTS, *assignment_columns(events),
                                          utcnow())
             if not applied:

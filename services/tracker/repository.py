@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,7 @@ from services.tracker.models import (
     RecommendationVersion,
     utcnow,
 )
+from shared.db import driver_connection
 from shared.events import (
     AgencyEvent,
     AssignmentEventType,
@@ -181,17 +182,8 @@ class TrackerRepository:
                                    "actor": actor, "data": data or {}, "at": self.now})
 
     async def driver_connection(self) -> Any:
-        """The asyncpg connection under this session's transaction (for COPY, unnest).
-
-        SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it runs itself;
-        a statement sent on the driver connection before that would commit on its own. So
-        the transaction is opened here first if nothing has opened it yet.
-        """
-        connection = await self.session.connection()
-        driver = (await connection.get_raw_connection()).driver_connection
-        if driver is not None and not driver.is_in_transaction():
-            await connection.execute(text("SELECT 1"))
-        return driver
+        """The asyncpg connection under this session's transaction (for COPY, unnest)."""
+        return await driver_connection(self.session)
 
     async def copy_rows(self, table: str, columns: Iterable[str],
                         rows: Sequence[dict[str, Any]]) -> None:
@@ -248,7 +240,7 @@ class TrackerRepository:
         found = await self.agencies_by_key(wanted)
         missing = {k: n for k, n in wanted.items() if k not in found}
         if missing:
-            now = utcnow()
+            now = self.now
             new_rows = [{"id": make_agency_id(k), "key": k, "name": n, "emails": [],
                          "language": "en", "escalation_email": None, "aliases": [n],
                          "needs_review": True, "created_at": now, "updated_at": now}
@@ -314,7 +306,7 @@ class TrackerRepository:
             (c for cs in claims.values() for c in cs), actor="intake")
         result.agencies_created = list(self.created_agencies)
 
-        now = utcnow()
+        now = self.now
         driver = await self.driver_connection()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
         # New rows go in with COPY (the cheapest way in, on both sides); rows that exist

@@ -6,28 +6,12 @@ import asyncio
 import uuid
 from collections import defaultdict
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
 from shared.kafka import EventProducer, ensure_topics
 from tests.conftest import Infra, unique
-
-
-async def read_all(bootstrap: str, topic: str, count: int) -> list[object]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique("g"),
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=2000, heartbeat_interval_ms=300)
-    await consumer.start()
-    try:
-        records: list[object] = []
-        async with asyncio.timeout(60):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
+from tests.helpers import read_records
 
 
 async def test_records_land_where_the_default_partitioner_puts_them_in_order(
@@ -48,7 +32,7 @@ async def test_records_land_where_the_default_partitioner_puts_them_in_order(
     finally:
         await producer.stop()
 
-    received = await read_all(infra.bootstrap, topic, len(sent))
+    received = await read_records(infra.bootstrap, topic, len(sent))
     assert len(received) == len(sent)
     partitions = sorted({r.partition for r in received})  # type: ignore[attr-defined]
     place = DefaultPartitioner()
@@ -81,5 +65,5 @@ async def test_a_record_larger_than_a_batch_goes_in_a_batch_of_its_own(infra: In
         await asyncio.gather(*await producer.send(topic, sent))
     finally:
         await producer.stop()
-    received = await read_all(infra.bootstrap, topic, 3)
+    received = await read_records(infra.bootstrap, topic, 3)
     assert [r.value for r in received] == [v for _, v, _ in sent]  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 
 from services.intake.domain import Submission, deduplicate, validate_items
 from services.intake.main import build_app
@@ -18,6 +17,7 @@ from services.intake.settings import IntakeSettings
 from shared.events import RecommendationEvent
 from shared.kafka import EventProducer, OutgoingRecord
 from tests.conftest import Infra, running, unique
+from tests.helpers import read_records
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -26,22 +26,6 @@ async def published(infra: Infra) -> AsyncIterator[tuple[httpx.AsyncClient, str]
     app = build_app(IntakeSettings(**infra.env(), recommendations_topic=topic))
     async with running(app, infra.coordinator_token()) as client:
         yield client, topic
-
-
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique("g"),
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=2000, heartbeat_interval_ms=300)
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        async with asyncio.timeout(60):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def items(plan: str) -> list[dict[str, Any]]:
@@ -70,7 +54,7 @@ async def test_one_record_per_recommendation_keyed_by_id_with_the_event_as_json(
     assert response.json()["accepted"] == list(dict.fromkeys(
         str(e.recommendation_id) for e in expected))
 
-    records = await read_topic(infra.bootstrap, topic, len(last))
+    records = await read_records(infra.bootstrap, topic, len(last))
     assert len(records) == len(last) == 3
     by_id = {}
     for record in records:

@@ -166,6 +166,13 @@ async def wait_stored(engine: AsyncEngine, assignments: Iterable[Assignment],
         await asyncio.sleep(0.1)
 
 
+def emails_total(metrics: str, outcome: str) -> float:
+    """hrtrack_reminder_emails_total{outcome} in a /metrics text."""
+    line = next(x for x in metrics.splitlines()
+                if x.startswith(f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}'))
+    return float(line.split()[-1])
+
+
 class RefusesRejectAddresses:
     """aiosmtpd handler part: recipients starting with "reject" are refused for good (550)."""
 

@@ -21,6 +21,7 @@ from tests.integration.notifier.support import (
     Agency,
     Assignment,
     RefusesRejectAddresses,
+    emails_total,
     notifier_settings,
     parse_mail,
     publish,
@@ -60,12 +61,6 @@ def picky() -> Iterator[tuple[PickyServer, int]]:
         yield handler, port
     finally:
         controller.stop()
-
-
-def emails_total(metrics: str, outcome: str) -> float:
-    line = next(x for x in metrics.splitlines()
-                if x.startswith(f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}'))
-    return float(line.split()[-1])
 
 
 async def test_temporary_failures_retried_permanent_ones_failed_and_visible(

@@ -23,6 +23,7 @@ from tests.integration.notifier.support import (
     Assignment,
     Timeline,
     day_range,
+    emails_total,
     expected_reminders,
     load_book,
     mail_keys,
@@ -44,12 +45,6 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
-
-
-def emails_total(metrics: str, outcome: str) -> float:
-    line = next(x for x in metrics.splitlines()
-                if x.startswith(f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}'))
-    return float(line.split()[-1])
 
 
 async def test_reminders_survive_an_smtp_outage(infra: Infra, sink: SmtpSink) -> None:

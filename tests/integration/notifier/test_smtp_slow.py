@@ -36,6 +36,7 @@ from tests.integration.notifier.support import (
     Assignment,
     Mail,
     Timeline,
+    emails_total,
     expected_reminders,
     load_book,
     notifier_settings,
@@ -163,12 +164,6 @@ async def ledger(client: httpx.AsyncClient, agencies: list[Agency]) -> list[dict
 
 def mine(entries: list[dict[str, Any]], domain: str) -> list[dict[str, Any]]:
     return [e for e in entries if e["recipient"].endswith(f"@{domain}")]
-
-
-def emails_total(metrics: str, outcome: str) -> float:
-    line = next(x for x in metrics.splitlines()
-                if x.startswith(f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}'))
-    return float(line.split()[-1])
 
 
 def check_delivered(mails: list[Mail], rows: list[dict[str, Any]], work: list[Assignment],
