@@ -21,3 +21,10 @@ def agency_id(agency_key: str) -> uuid.UUID:
 
 def assignment_id(recommendation: uuid.UUID, agency: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(HRTRACK_NAMESPACE, f"assignment|{recommendation}|{agency}")
+
+
+def assignment_event_id(assignment: uuid.UUID, version: int, event_type: str) -> uuid.UUID:
+    """An assignment event's id: one per version of the assignment and event type (a report
+    announces the report and the status change it makes, both of one version). Announcing
+    the same again (after a crash) repeats the id, so consumers can drop the copy."""
+    return uuid.uuid5(HRTRACK_NAMESPACE, f"assignment-event|{assignment}|{version}|{event_type}")

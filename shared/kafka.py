@@ -81,6 +81,12 @@ def partition_of(key: bytes, partitions: list[int]) -> int:
 
 Header = tuple[str, bytes]
 OutgoingRecord = tuple[bytes, bytes, list[Header]]  # key, value, headers
+JSON_CONTENT: Header = ("content-type", b"application/json")
+
+
+def json_record(key: str, payload: str, event_id: object) -> OutgoingRecord:
+    """An event as a record: keyed, JSON, its id also in a header (read without decoding)."""
+    return key.encode(), payload.encode(), [JSON_CONTENT, ("x-event-id", str(event_id).encode())]
 
 
 class EventProducer:

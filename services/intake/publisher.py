@@ -13,14 +13,13 @@ from faststream.kafka import KafkaBroker
 
 from services.intake.domain import Submission
 from shared.events import RecommendationEvent
-from shared.kafka import EventProducer, Header, OutgoingRecord
+from shared.kafka import JSON_CONTENT, EventProducer, Header, OutgoingRecord
 from shared.settings import TOPIC_RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_HEADER = "hrtrack.recommendation.v1"
-HEADERS: list[Header] = [("content-type", b"application/json"),
-                         ("x-schema", SCHEMA_HEADER.encode())]
+HEADERS: list[Header] = [JSON_CONTENT, ("x-schema", SCHEMA_HEADER.encode())]
 
 
 @dataclass

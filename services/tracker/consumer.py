@@ -1,10 +1,13 @@
-"""Consumes recommendation events in batches: validate, store, then commit offsets.
+"""Consumes recommendation events in batches: validate, store, announce, commit offsets.
 
-Offsets are committed only after the database transaction, so a crash re-delivers
-the batch, and the idempotent upsert makes the re-delivery change nothing. A message
-that can never be stored goes to the dead-letter topic and the batch goes on. While the
-database is down the handler waits (nothing committed, nothing dropped); any other
-failure rewinds the batch so it is read again, never skipped.
+A batch is stored in one transaction; once it has committed, its assignment events are
+published, and only once the broker has acknowledged them are the offsets committed. A
+crash anywhere in between re-delivers the batch: the idempotent upsert makes the re-delivery
+change nothing, and an event whose change was already committed announces its assignments'
+current state again (same event ids), so no announcement is lost. A message that can never
+be stored goes to the dead-letter topic and the batch goes on. While the database or the
+broker is down the handler waits (nothing committed, nothing dropped); any other failure
+rewinds the batch so it is read again, never skipped.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.tracker.metrics import INGESTED
-from services.tracker.repository import IngestResult, Topics, TrackerRepository
+from services.tracker.repository import Topics, TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
 from shared.events import RecommendationEvent
-from shared.kafka import send_to_dead_letters
+from shared.kafka import EventProducer, OutgoingRecord, send_to_dead_letters
 from shared.retry import is_transient_db_error, retry_transient
 
 log = logging.getLogger(__name__)
@@ -38,9 +41,10 @@ def raw_bodies(msg: Any) -> Any:
 
 class RecommendationConsumer:
     def __init__(self, broker: KafkaBroker, sessions: async_sessionmaker,  # type: ignore[type-arg]
-                 settings: TrackerSettings, clock: Clock,
+                 settings: TrackerSettings, clock: Clock, producer: EventProducer,
                  on_commit: Callable[[], None] = lambda: None) -> None:
         self.broker = broker
+        self.producer = producer
         self.sessions = sessions
         self.settings = settings
         self.clock = clock
@@ -87,7 +91,7 @@ class RecommendationConsumer:
                     await send_to_dead_letters(self.broker, self.topic,
                                                record.value or b"", record.key, exc)
             if valid:
-                await self.store(valid)
+                await self.announce(await self.store(valid))
             await msg.ack()
         except asyncio.CancelledError:
             raise
@@ -98,27 +102,44 @@ class RecommendationConsumer:
             await msg.nack()
             await asyncio.sleep(REWIND_PAUSE_SECONDS)
 
-    async def store(self, valid: list[tuple[Any, RecommendationEvent]]) -> None:
+    async def store(self, valid: list[tuple[Any, RecommendationEvent]]) -> list[OutgoingRecord]:
+        """Store the events; the assignment events their changes announce."""
         try:
-            await retry_transient(lambda: self._store([e for _, e in valid]),
-                                  what="storing recommendations",
-                                  max_delay=self.settings.db_retry_max_seconds)
+            return await retry_transient(lambda: self._store([e for _, e in valid]),
+                                         what="storing recommendations",
+                                         max_delay=self.settings.db_retry_max_seconds)
         except Exception as exc:
             if is_transient_db_error(exc):
                 raise
             # One bad item must not block the rest: store one by one, park the failures.
             log.warning("batch of %d failed (%s: %s); storing one by one", len(valid),
                         type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            announcements: list[OutgoingRecord] = []
             for record, event in valid:
                 try:
-                    await retry_transient(lambda e=event: self._store([e]),  # type: ignore[misc]
-                                          what="storing a recommendation",
-                                          max_delay=self.settings.db_retry_max_seconds)
+                    announcements += await retry_transient(
+                        lambda e=event: self._store([e]),  # type: ignore[misc]
+                        what="storing a recommendation",
+                        max_delay=self.settings.db_retry_max_seconds)
                 except Exception as item_exc:  # noqa: BLE001 - parked with its reason
                     await send_to_dead_letters(self.broker, self.topic,
                                                record.value, record.key, item_exc)
+            return announcements
 
-    async def _store(self, events: list[RecommendationEvent]) -> IngestResult:
+    async def announce(self, records: list[OutgoingRecord]) -> None:
+        """Publish the committed batch's assignment events; wait until the broker has
+        acknowledged every one (an outage is waited out: the batch stays unacknowledged)."""
+        if not records:
+            return
+
+        async def publish() -> None:
+            await asyncio.gather(*await self.producer.send(self.topics.assignments, records))
+
+        await retry_transient(publish, what="announcing assignments",
+                              max_delay=self.settings.db_retry_max_seconds,
+                              is_transient=lambda exc: True)
+
+    async def _store(self, events: list[RecommendationEvent]) -> list[OutgoingRecord]:
         async with self.sessions() as session, session.begin():
             repo = TrackerRepository(session, self.topics)
             result = await repo.ingest(events, self.clock.today())
@@ -128,5 +149,8 @@ class RecommendationConsumer:
         INGESTED.labels(outcome="changed").inc(result.recommendations_changed)
         INGESTED.labels(outcome="unchanged").inc(result.recommendations_unchanged)
         INGESTED.labels(outcome="stale").inc(result.recommendations_stale)
+        if result.recommendations_restated:
+            log.info("%d re-delivered recommendations: their assignments announced again",
+                     result.recommendations_restated)
         self.on_commit()
-        return result
+        return repo.announcements

@@ -52,6 +52,14 @@ def is_closed(status: AssignmentStatus | str) -> bool:
     return AssignmentStatus(status) in CLOSED_STATUSES
 
 
+def restated_event_type(version: int, status: AssignmentStatus | str) -> AssignmentEventType:
+    """The type of an assignment event announced again from the stored state: what its
+    first announcement most likely was (the stored row does not say which change made it)."""
+    if AssignmentStatus(status) is AssignmentStatus.CANCELLED:
+        return AssignmentEventType.CLOSED
+    return AssignmentEventType.CREATED if version == 1 else AssignmentEventType.UPDATED
+
+
 def report_events(old: AssignmentStatus, new: AssignmentStatus) -> list[AssignmentEventType]:
     """Events a progress report announces: always the report, then the status change."""
     events = [AssignmentEventType.REPORT_SUBMITTED]

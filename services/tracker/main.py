@@ -39,10 +39,11 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     broker = make_broker(settings.kafka_bootstrap, "tracker")
-    producer = EventProducer(settings.kafka_bootstrap, "hrtrack-tracker-relay")
+    producer = EventProducer(settings.kafka_bootstrap, "hrtrack-tracker")
     relay = OutboxRelay(engine, producer, batch_size=settings.outbox_batch_size,
                         poll_seconds=settings.outbox_poll_seconds)
-    consumer = RecommendationConsumer(broker, sessions, settings, clock, on_commit=relay.notify)
+    consumer = RecommendationConsumer(broker, sessions, settings, clock, producer,
+                                      on_commit=relay.notify)
     consumer.register()
 
     async def seed() -> None:
@@ -79,8 +80,8 @@ def build_app(settings: TrackerSettings | None = None) -> FastAPI:
                 {t for t in (consumer.topics.recommendations, consumer.topics.assignments,
                              consumer.topics.agencies)}))
             await seed()
+            await producer.start()  # before the consumers, which publish with it
             await broker.start()
-            await producer.start()
             app.state.broker_connected = True
             await asyncio.gather(
                 relay.run(),

@@ -101,6 +101,8 @@ class Recommendation(TrackerModel, table=True):
     updated_at: datetime = _ts()
     # occurred_at of the event last applied: a re-delivered older event never wins.
     last_event_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # event_id of that event: its re-delivery announces the assignments again (0005).
+    last_event_id: uuid.UUID | None = None
 
 
 class RecommendationVersion(TrackerModel, table=True):

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.kafka import EventProducer, OutgoingRecord
+from shared.kafka import EventProducer, OutgoingRecord, json_record
 
 log = logging.getLogger(__name__)
 RELAY_LOCK_ID = 0x6872_7472  # "hrtr"
@@ -36,9 +36,7 @@ RETURNING id, topic, key, payload, event_id
 def records_by_topic(rows: Sequence[Any]) -> list[tuple[str, list[OutgoingRecord]]]:
     """Claimed rows in id order, grouped into runs of one topic (so order is kept)."""
     ordered = sorted(rows, key=lambda r: r["id"])
-    return [(topic, [(r["key"].encode(), r["payload"].encode(),
-                      [("content-type", b"application/json"),
-                       ("x-event-id", str(r["event_id"]).encode())]) for r in run])
+    return [(topic, [json_record(r["key"], r["payload"], r["event_id"]) for r in run])
             for topic, run in groupby(ordered, key=lambda r: r["topic"])]
 
 

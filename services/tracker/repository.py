@@ -1,7 +1,10 @@
 """The tracker's database adapter: bulk ingest, agency resolution, outbox writes.
 
-Every method runs inside the caller's transaction, so a change and the events that
-announce it commit together (transactional outbox).
+Every method runs inside the caller's transaction. The events of a change made over HTTP
+(reports, agencies) commit with it in the outbox, for the relay to publish. The assignment
+events of an ingested batch are handed to the consumer instead (``announcements``), which
+publishes them once the transaction has committed and only then acknowledges the batch: a
+batch re-delivered after a crash announces its assignments again (see ``ingest``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from services.tracker.domain import (
     executor_claims,
     is_closed,
     own_due,
+    restated_event_type,
 )
 from services.tracker.models import (
     SCHEMA,
@@ -52,7 +56,9 @@ from shared.events import (
 )
 from shared.executors import Executor
 from shared.ids import agency_id as make_agency_id
+from shared.ids import assignment_event_id
 from shared.ids import assignment_id as make_assignment_id
+from shared.kafka import OutgoingRecord, json_record
 from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS, TOPIC_RECOMMENDATIONS
 
 AGENCIES = Agency.__table__  # type: ignore[attr-defined]
@@ -111,12 +117,13 @@ RECOMMENDATION_COLUMNS = {
     "text": "text", "deadline": "jsonb", "due_dates": "jsonb", "executors": "jsonb",
     "payload": "jsonb", "content_hash": "text", "version": "int", "needs_deadline": "bool",
     "created_at": "timestamptz", "updated_at": "timestamptz", "last_event_at": "timestamptz",
+    "last_event_id": "uuid",
 }
 UPSERT_RECOMMENDATIONS = unnest_insert(
     "recommendations", RECOMMENDATION_COLUMNS, conflict="id",
     update=("source", "reference", "natural_key", "text", "deadline", "due_dates",
             "executors", "payload", "content_hash", "needs_deadline", "updated_at",
-            "last_event_at"),
+            "last_event_at", "last_event_id"),
     extra_set="version = recommendations.version + 1", returning="id, version")
 VERSION_COLUMNS = {"recommendation_id": "uuid", "version": "int", "content_hash": "text",
                    "payload": "jsonb", "created_at": "timestamptz"}
@@ -149,6 +156,8 @@ class IngestResult:
     recommendations_changed: int = 0
     recommendations_unchanged: int = 0
     recommendations_stale: int = 0
+    # Re-delivered events whose change was committed: their assignments announced again.
+    recommendations_restated: int = 0
     assignments_created: int = 0
     assignments_updated: int = 0
     assignments_cancelled: int = 0
@@ -161,6 +170,8 @@ class TrackerRepository:
         self.topics = topics or Topics()
         self._outbox_rows: list[dict[str, Any]] = []
         self._history_rows: list[dict[str, Any]] = []
+        # Assignment events of the ingest, for the caller to publish after commit.
+        self.announcements: list[OutgoingRecord] = []
         self.created_agencies: list[str] = []
         # One clock reading per transaction, as PostgreSQL's now(): history is ordered by id.
         self.now = utcnow()
@@ -175,6 +186,10 @@ class TrackerRepository:
             event_id, payload = event.event_id, event.model_dump_json()
         self._outbox_rows.append({"event_id": event_id, "topic": topic, "key": str(key),
                                   "payload": payload, "created_at": self.now})
+
+    def announce(self, key: uuid.UUID, event: EncodedEvent) -> None:
+        """An assignment event of the ingest: published by the caller once committed."""
+        self.announcements.append(json_record(str(key), event.payload, event.event_id))
 
     def add_history(self, entity: str, entity_id: uuid.UUID, action: str, actor: str,
                     data: dict[str, Any] | None = None) -> None:
@@ -284,20 +299,29 @@ class TrackerRepository:
         for ids in chunks(list(latest)):
             for r in (await self.session.execute(
                     select(RECOMMENDATIONS.c.id, RECOMMENDATIONS.c.content_hash,
-                           RECOMMENDATIONS.c.version, RECOMMENDATIONS.c.last_event_at)
+                           RECOMMENDATIONS.c.version, RECOMMENDATIONS.c.last_event_at,
+                           RECOMMENDATIONS.c.last_event_id)
                     .where(RECOMMENDATIONS.c.id.in_(list(ids))).with_for_update())).all():
                 existing[r.id] = r
         changed: list[RecommendationEvent] = []
+        redelivered: list[RecommendationEvent] = []
         for rid, e in latest.items():
             before = existing.get(rid)
             if before is not None and before.content_hash == e.content_hash:
                 result.recommendations_unchanged += 1
+                if before.last_event_id == e.event_id:
+                    # The event that made the change, delivered again: its announcements may
+                    # never have gone out (a crash between commit and publish).
+                    redelivered.append(e)
             elif before is not None and before.last_event_at and \
                     e.occurred_at < before.last_event_at:
                 result.recommendations_stale += 1
             else:
                 changed.append(e)
         result.recommendations_changed = len(changed)
+        if redelivered:
+            result.recommendations_restated = len(redelivered)
+            await self._restate(redelivered)
         if not changed:
             return result
 
@@ -345,7 +369,7 @@ class TrackerRepository:
             "executors": EXECUTORS_JSON.dump_json(e.executors).decode(),
             "payload": orjson.dumps(e.payload).decode(), "content_hash": e.content_hash,
             "version": 1, "needs_deadline": e.deadline.needs_deadline, "created_at": now,
-            "updated_at": now, "last_event_at": e.occurred_at,
+            "updated_at": now, "last_event_at": e.occurred_at, "last_event_id": e.event_id,
         }
 
     async def _upsert_assignments(
@@ -445,10 +469,31 @@ class TrackerRepository:
             await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(known, ASSIGNMENT_COLUMNS))
         for row, event, kind, previous in announcements:
             deadline, due_dates = encoded[event.recommendation_id]
-            self.add_event(self.topics.assignments, row["id"], assignment_event(
+            self.announce(row["id"], assignment_event(
                 row, event_type=kind, source=event.source.value, reference=event.reference,
                 text=event.text, deadline=deadline, due_dates=due_dates,
                 reported=reported.get(row["id"], []), previous_status=previous))
+
+    async def _restate(self, events: list[RecommendationEvent]) -> None:
+        """Announce the current state of these recommendations' assignments (same event ids
+        as when that state was first announced)."""
+        by_recommendation = {e.recommendation_id: e for e in events}
+        rows: list[Any] = []
+        for ids in chunks(list(by_recommendation)):
+            rows += (await self.session.execute(
+                select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
+                .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+                .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
+                .order_by(ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.id))).mappings().all()
+        reported = await self.reported_periods([r["id"] for r in rows])
+        for row in rows:
+            e = by_recommendation[row["recommendation_id"]]
+            self.announce(row["id"], assignment_event(
+                row, event_type=restated_event_type(row["version"], row["status"]),
+                source=e.source.value, reference=e.reference, text=e.text,
+                deadline=orjson.Fragment(e.deadline.model_dump_json()),
+                due_dates=orjson.Fragment(DUE_DATES_JSON.dump_json(e.due_dates)),
+                reported=reported.get(row["id"], [])))
 
     async def reported_periods(self, assignment_ids: list[uuid.UUID]
                                ) -> dict[uuid.UUID, list[date]]:
@@ -488,9 +533,10 @@ def assignment_event(
 
     `deadline` and `due_dates` are the recommendation's, as Python values or as JSON already
     encoded once per recommendation (`orjson.Fragment`). The unit tests hold this to the
-    `AssignmentEvent` schema: every field, nothing else, and it validates.
+    `AssignmentEvent` schema: every field, nothing else, and it validates. Its id follows
+    from the assignment, version and type (`shared.ids.assignment_event_id`).
     """
-    event_id = uuid.uuid4()
+    event_id = assignment_event_id(row["id"], row["version"], event_type)
     return EncodedEvent(event_id, orjson.dumps({
         "schema_version": 1, "event_id": event_id, "occurred_at": datetime.now(UTC),
         "type": event_type, "assignment_id": row["id"],

@@ -1,0 +1,133 @@
+"""The assignment events of an ingested batch, published by the consumer after commit.
+
+No announcement may be lost to a crash between the commit and the broker's acknowledgement:
+the re-delivered batch announces the assignments of the changes it had made again, with the
+same event ids; anything else re-delivered or re-submitted announces nothing. Against the
+real PostgreSQL and broker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.tracker.consumer import RecommendationConsumer
+from services.tracker.repository import TrackerRepository
+from services.tracker.settings import TrackerSettings
+from shared.clock import Clock
+from shared.db import make_engine, make_sessionmaker
+from shared.events import AssignmentEvent, AssignmentEventType, RecommendationEvent
+from shared.kafka import OutgoingRecord, ensure_topics
+from tests.conftest import Infra, unique
+from tests.integration.tracker.support import distinct_events, plan_event, published
+from tests.integration.tracker.test_relay_failure import UnacknowledgedOnce
+
+TODAY = date(2009, 6, 1)
+
+
+@pytest.fixture
+async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(infra.database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def ingest(engine: AsyncEngine, events: list[RecommendationEvent]
+                 ) -> list[AssignmentEvent]:
+    """One committed ingest; the assignment events it hands over for publishing."""
+    async with make_sessionmaker(engine)() as session, session.begin():
+        repo = TrackerRepository(session)
+        await repo.ingest(events, TODAY)
+        await repo.flush()
+    assert all(dict(headers)["x-event-id"] == str(
+        AssignmentEvent.model_validate_json(value).event_id).encode()
+        for _, value, headers in repo.announcements)
+    return [AssignmentEvent.model_validate_json(value) for _, value, _ in repo.announcements]
+
+
+def by_assignment(events: list[AssignmentEvent]) -> dict[uuid.UUID, AssignmentEvent]:
+    return {e.assignment_id: e for e in events}
+
+
+async def test_a_redelivered_change_announces_its_assignments_again(engine: AsyncEngine) -> None:
+    plan = unique("plan")
+    events = [plan_event(plan, str(n), "Ministry of Justice, Prosecutor General")
+              for n in range(1, 6)]
+    first = await ingest(engine, events)
+    assert len(first) == 10 and {e.type for e in first} == {AssignmentEventType.CREATED}
+
+    # The process died before the broker acknowledged them: the same messages again.
+    again = await ingest(engine, events)
+    assert by_assignment(again).keys() == by_assignment(first).keys()
+    for assignment, event in by_assignment(again).items():
+        original = by_assignment(first)[assignment]
+        assert event.event_id == original.event_id, "the same version keeps its id"
+        assert event.model_dump(exclude={"occurred_at"}) == \
+            original.model_dump(exclude={"occurred_at"})
+
+
+async def test_the_latest_state_is_restated_after_later_changes(engine: AsyncEngine) -> None:
+    """A version dropped an agency (its assignment cancelled) and a later batch re-delivers
+    that version's event: the current state goes out, cancelled one included."""
+    plan = unique("plan")
+    v1 = plan_event(plan, "1", "Ministry of Justice, Supreme Court", text="Draft a law")
+    v2 = plan_event(plan, "1", "Ministry of Justice", text="Draft and adopt a law")
+    await ingest(engine, [v1])
+    changed = by_assignment(await ingest(engine, [v2]))
+    restated = by_assignment(await ingest(engine, [v2]))
+    assert restated.keys() == changed.keys() and len(restated) == 2
+    cancelled = [e for e in restated.values() if e.status == "cancelled"]
+    assert len(cancelled) == 1 and cancelled[0].type is AssignmentEventType.CLOSED
+    assert {e.event_id for e in restated.values()} == {e.event_id for e in changed.values()}
+    assert {e.text for e in restated.values()} == {"Draft and adopt a law"}
+
+
+async def test_other_redeliveries_and_resubmissions_announce_nothing(engine: AsyncEngine) -> None:
+    plan = unique("plan")
+    v1 = plan_event(plan, "1", "Ministry of Justice", text="Draft a law")
+    v2 = plan_event(plan, "1", "Ministry of Justice", text="Draft and adopt a law")
+    await ingest(engine, [v1])
+    await ingest(engine, [v2])
+    assert await ingest(engine, [v1]) == [], "an older event delivered late"
+    resubmitted = plan_event(plan, "1", "Ministry of Justice", text="Draft and adopt a law")
+    assert resubmitted.event_id != v2.event_id
+    assert await ingest(engine, [resubmitted]) == [], "the same content submitted again"
+
+
+async def test_announcing_waits_until_the_broker_acknowledges(infra: Infra) -> None:
+    """A batch the broker does not acknowledge is sent again before the consumer commits
+    its offsets; the copies carry the same event ids."""
+    settings = TrackerSettings(kafka_bootstrap=infra.bootstrap, database_url=infra.database_url,
+                               assignments_topic=unique("assignments"), directory_file=None,
+                               db_retry_max_seconds=0.2)
+    await ensure_topics(infra.bootstrap, [settings.assignments_topic])
+    producer = UnacknowledgedOnce(infra.bootstrap)
+    await producer.start()
+    try:
+        consumer = RecommendationConsumer(None, None, settings, Clock(TODAY),  # type: ignore[arg-type]
+                                          producer)
+        events = [AssignmentEvent(assignment_id=uuid.uuid4(), recommendation_id=uuid.uuid4(),
+                                  agency_id=uuid.uuid4(), agency_name="Ministry of Justice",
+                                  role="lead", status="not_started", source="plan",
+                                  reference=f"r{n}", text="t",
+                                  deadline={"text": "2009", "start": "2009-01-01",
+                                            "due": "2009-12-31"},
+                                  due_dates=[], type=AssignmentEventType.CREATED)
+                  for n in range(20)]
+        records: list[OutgoingRecord] = [
+            (str(e.assignment_id).encode(), e.model_dump_json().encode(),
+             [("x-event-id", str(e.event_id).encode())]) for e in events]
+        await consumer.announce(records)
+        assert producer.failed, "the first attempt was refused"
+    finally:
+        await producer.stop()
+    found: list[Any] = await published(infra.bootstrap, settings.assignments_topic,
+                                       [str(e.assignment_id) for e in events],
+                                       at_least=len(events))
+    assert sorted(str(e.event_id) for e in distinct_events(found, AssignmentEvent)) == \
+        sorted(str(e.event_id) for e in events)
