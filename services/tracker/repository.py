@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -54,7 +55,7 @@ from shared.events import (
     RecommendationEvent,
     latest_per_key,
 )
-from shared.executors import Executor
+from shared.executors import Executor, ExecutorRole
 from shared.ids import agency_id as make_agency_id
 from shared.ids import assignment_event_id
 from shared.ids import assignment_id as make_assignment_id
@@ -83,6 +84,12 @@ EXECUTORS_JSON: TypeAdapter[list[Executor]] = TypeAdapter(list[Executor])
 
 CHUNK = 4000  # rows per statement: keeps bind parameters under PostgreSQL's limit
 SYSTEM_CANCEL = "agency no longer named by the recommendation"
+# Plain strings for the rows (an Enum member's .value is a Python-level look-up, and a batch
+# reads them tens of thousands of times).
+NOT_STARTED = AssignmentStatus.NOT_STARTED.value
+IN_PROGRESS = AssignmentStatus.IN_PROGRESS.value
+CANCELLED = AssignmentStatus.CANCELLED.value
+ROLE_VALUES = {role: role.value for role in ExecutorRole}
 
 
 def unnest_insert(table: str, columns: dict[str, str], *, conflict: str | None = None,
@@ -208,7 +215,7 @@ class TrackerRepository:
             driver = await self.driver_connection()
             await driver.copy_records_to_table(
                 table, schema_name=SCHEMA, columns=names,
-                records=[tuple(row[c] for c in names) for row in rows])
+                records=list(map(itemgetter(*names), rows)))
 
     @property
     def pending_events(self) -> int:
@@ -225,7 +232,7 @@ class TrackerRepository:
             if self._outbox_rows:
                 await driver.copy_records_to_table(
                     "outbox", schema_name=SCHEMA, columns=OUTBOX_COLUMNS,
-                    records=[tuple(r[c] for c in OUTBOX_COLUMNS) for r in self._outbox_rows])
+                    records=list(map(itemgetter(*OUTBOX_COLUMNS), self._outbox_rows)))
             if self._history_rows:
                 await driver.copy_records_to_table(
                     "history", schema_name=SCHEMA, columns=HISTORY_COLUMNS,
@@ -354,7 +361,9 @@ class TrackerRepository:
                                               "event_id": str(e.event_id)})
         encoded = {row["id"]: (orjson.Fragment(row["deadline"]), orjson.Fragment(row["due_dates"]))
                    for row in rec_rows}
-        await self._upsert_assignments(changed, claims, agencies, today, now, result, encoded)
+        await self._upsert_assignments(changed, claims, agencies, today, now, result, encoded,
+                                       [e.recommendation_id for e in changed
+                                        if e.recommendation_id in existing])
         return result
 
     @staticmethod
@@ -376,10 +385,12 @@ class TrackerRepository:
         self, changed: list[RecommendationEvent], claims: dict[uuid.UUID, list[ExecutorClaim]],
         agencies: dict[str, dict[str, Any]], today: date, now: datetime, result: IngestResult,
         encoded: dict[uuid.UUID, tuple[orjson.Fragment, orjson.Fragment]],
+        stored_before: list[uuid.UUID],
     ) -> None:
-        rec_ids = [e.recommendation_id for e in changed]
+        """``stored_before``: the recommendations that existed before this batch, the only
+        ones that can have assignments yet."""
         current: dict[uuid.UUID, dict[str, Any]] = {}
-        for ids in chunks(rec_ids):
+        for ids in chunks(stored_before):
             for found in (await self.session.execute(
                     select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
                     .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
@@ -388,7 +399,7 @@ class TrackerRepository:
                 current[found["id"]] = dict(found)
         reported = await self.reported_periods(list(current))
         cancelled = [a for a, row in current.items()
-                     if row["status"] == AssignmentStatus.CANCELLED.value]
+                     if row["status"] == CANCELLED]
         cancelled_by_report = await self._cancelled_by_report(cancelled)
 
         rows: list[dict[str, Any]] = []
@@ -406,18 +417,18 @@ class TrackerRepository:
             owed_from = active_from(event, today)
             for agency_id, claim in named.items():
                 aid = make_assignment_id(event.recommendation_id, agency_id)
+                role = ROLE_VALUES[claim.role]
                 wanted.add(aid)
                 before = current.get(aid)
-                status = before["status"] if before else AssignmentStatus.NOT_STARTED.value
+                status = before["status"] if before else NOT_STARTED
                 closed_at = before["closed_at"] if before else None
                 kind = AssignmentEventType.UPDATED if before else AssignmentEventType.CREATED
                 previous: AssignmentStatus | None = None
-                if before and status == AssignmentStatus.CANCELLED.value \
+                if before and status == CANCELLED \
                         and aid not in cancelled_by_report:
                     # Named again after a version had dropped it: the obligation is back.
                     previous = AssignmentStatus.CANCELLED
-                    status = (AssignmentStatus.IN_PROGRESS if reported.get(aid)
-                              else AssignmentStatus.NOT_STARTED).value
+                    status = IN_PROGRESS if reported.get(aid) else NOT_STARTED
                     closed_at = None
                     kind = AssignmentEventType.STATUS_CHANGED
                     self.add_history("assignment", aid, "reopened", event.submitted_by,
@@ -425,7 +436,7 @@ class TrackerRepository:
                                       "status": status})
                 row: dict[str, Any] = {
                     "id": aid, "recommendation_id": event.recommendation_id,
-                    "agency_id": agency_id, "role": claim.role.value, "status": status,
+                    "agency_id": agency_id, "role": role, "status": status,
                     "due": due,
                     "active_from": (before or {}).get("active_from") or owed_from,
                     "version": (before["version"] + 1) if before else 1,
@@ -445,14 +456,14 @@ class TrackerRepository:
                 else:
                     result.assignments_created += 1
                     self.add_history("assignment", aid, "created", event.submitted_by,
-                                     {"agency_id": str(agency_id), "role": claim.role.value,
+                                     {"agency_id": str(agency_id), "role": role,
                                       "named_as": claim.name})
             # Agencies no longer named by the new version: their open assignment is cancelled.
             for dropped in sorted(by_rec[event.recommendation_id] - wanted):
                 before = current[dropped]
                 if is_closed(before["status"]):
                     continue
-                row = {**before, "status": AssignmentStatus.CANCELLED.value,
+                row = {**before, "status": CANCELLED,
                        "version": before["version"] + 1, "updated_at": now, "closed_at": now}
                 rows.append(row)
                 result.assignments_cancelled += 1
