@@ -4,9 +4,14 @@ Each assignment event replaces the assignment's due dates: its own (deadline, re
 years, follow-up, UPR mid-term and next review) as the tracker sends them, plus one row per
 quarterly progress report still owed, which the notifier computes itself from
 ``active_from``, the last own due date and ``reported_periods`` (policy.report_periods).
-Closed assignments keep no due dates. Older versions never overwrite newer ones. Only an
-event the database rejects as data (SQLSTATE 22, 23) goes to the dead letters; any other
-error is waited out.
+Report rows are written only for a rolling window of due dates (policy.report_dates_window
+of the clock's today: what a pass looks at, from the overdue horizon behind to some months
+ahead), not for the assignment's whole life (20 and more quarters for a five-year action,
+years of past quarters for an old UPR recommendation); ``reports_from`` and
+``reports_until`` record which, and each reminder pass first adds the quarters it needs
+(ReminderService.extend_report_dates). Closed assignments keep no due dates. Older
+versions never overwrite newer ones. Only an event the database rejects as data (SQLSTATE
+22, 23) goes to the dead letters; any other error is waited out.
 
 A batch of assignment events is one transaction of one unnest upsert, one DELETE (only for
 assignments that existed) and one COPY of the due rows, run on asyncpg directly: the
@@ -31,8 +36,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier.models import SCHEMA, AgencyContact, utcnow
-from services.notifier.policy import ReminderPolicy, report_periods
+from services.notifier.policy import (
+    Period,
+    ReminderPolicy,
+    report_dates_window,
+    report_periods,
+    reports_due_within,
+)
 from services.notifier.settings import NotifierSettings
+from shared.clock import Clock
 from shared.db import driver_connection
 from shared.events import (
     AgencyEvent,
@@ -78,11 +90,13 @@ SOURCE_VALUES = {source: source.value for source in Source}
 # PostgreSQL plans it once, the rows travel in one round trip, and no SQLAlchemy statement
 # is compiled per batch. reported_periods travels as an array literal (unnest cannot take
 # an array of arrays of different lengths). A re-delivered older version never overwrites a
-# newer one; `xmax = 0` tells the rows inserted now from the ones updated.
+# newer one (reports_from and reports_until included: they describe the rows of the version
+# stored); `xmax = 0` tells the rows inserted now from the ones updated.
 ASSIGNMENT_COLUMNS = {
     "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "agency_name": "text",
     "role": "text", "status": "text", "source": "text", "reference": "text", "text": "text",
     "deadline": "jsonb", "active_from": "date", "reported_periods": "text", "version": "int",
+    "reports_from": "date", "reports_until": "date",
 }
 _NAMES = ", ".join(ASSIGNMENT_COLUMNS)
 UPSERT_ASSIGNMENTS = (
@@ -98,38 +112,51 @@ REPLACING_DUE_DATES = text("SET LOCAL hrtrack.replacing_due_dates = on")
 DELETE_DUE_DATES = "DELETE FROM notifier.due_dates WHERE assignment_id = ANY($1::uuid[])"
 
 
+# The report periods to write, reports_from, reports_until
+Reports = tuple[tuple[Period, ...], date | None, date | None]
+# status, own due dates {(kind, due): start}, Reports
+DuePlan = tuple[str, dict[tuple[str, date], date | None], Reports]
+NO_REPORTS: Reports = ((), None, None)
+
+
 class DueRows:
     """The due_dates rows (DUE_COLUMNS) of assignment events under one policy.
 
-    The report periods owed are remembered: most assignments share their dates (a plan's
-    deadline, the day they were created), and working out the quarters costs several
-    microseconds an event.
+    The report periods owed within a window are remembered: most assignments share their
+    dates (a plan's deadline, the day they were created), the window changes once a day,
+    and working out the quarters costs several microseconds an event.
     """
 
     CACHE_SIZE = 10_000
 
     def __init__(self, policy: ReminderPolicy) -> None:
         self.policy = policy
-        self._reports: dict[tuple[Any, ...], tuple[tuple[date, date], ...]] = {}
+        self._reports: dict[tuple[Any, ...], Reports] = {}
 
     def owed_reports(self, active_from: date | None, last_own_due: date | None,
-                     reported: tuple[date, ...]) -> tuple[tuple[date, date], ...]:
-        """policy.report_periods: (quarter start, due date) of each report still owed."""
-        key = (active_from, last_own_due, reported)
+                     reported: tuple[date, ...], window: tuple[date, date]) -> Reports:
+        """(quarter start, due date) of each report still owed and due within ``window``,
+        and the assignment's reports_from and reports_until (policy.report_periods,
+        policy.reports_due_within)."""
+        key = (active_from, last_own_due, reported, window)
         found = self._reports.get(key)
         if found is None:
             if len(self._reports) >= self.CACHE_SIZE:
                 self._reports.clear()
             own = [last_own_due] if last_own_due is not None else []
-            found = self._reports[key] = tuple(
-                report_periods(active_from, own, list(reported), self.policy))
+            write, since, until = reports_due_within(
+                report_periods(active_from, own, list(reported), self.policy), *window)
+            found = self._reports[key] = (tuple(write), since, until)
         return found
 
-    def __call__(self, event: AssignmentEvent) -> list[tuple[Any, ...]]:
-        """The rows of one assignment (none once it is closed)."""
+    def plan(self, event: AssignmentEvent, window: tuple[date, date]) -> DuePlan:
+        """What one assignment's rows are made of (none once it is closed), with report rows
+        due within ``window``, and its reports_from and reports_until (None: every owed
+        report due before, or after, the window has its row). The rows themselves are made
+        by ``rows``, for the events stored only."""
         status = STATUS_VALUES[event.status]
         if status in self.policy.closed_statuses:
-            return []
+            return status, {}, NO_REPORTS
         own: dict[tuple[str, date], date | None] = {}  # a due date named twice: one row
         last_own: date | None = None
         for d in event.due_dates:
@@ -139,33 +166,49 @@ class DueRows:
             own[(KIND_VALUES[kind], d.due)] = d.start
             if kind is DueKind.DEADLINE and (last_own is None or d.due > last_own):
                 last_own = d.due
+        return status, own, self.owed_reports(event.active_from, last_own,
+                                              tuple(event.reported_periods), window)
+
+    @staticmethod
+    def rows(event: AssignmentEvent, plan: DuePlan) -> list[tuple[Any, ...]]:
+        status, own, (reports, _since, _until) = plan
         aid, agency, role = event.assignment_id, event.agency_id, event.role
         rows = [(aid, kind, due, start, agency, status, role)
                 for (kind, due), start in own.items()]
         # One per quarter, so no two alike, and of another kind than the own ones.
-        rows += [(aid, REPORT, due, start, agency, status, role) for start, due in
-                 self.owed_reports(event.active_from, last_own, tuple(event.reported_periods))]
+        rows += [(aid, REPORT, due, start, agency, status, role) for start, due in reports]
         return rows
 
+    def __call__(self, event: AssignmentEvent, window: tuple[date, date]
+                 ) -> tuple[list[tuple[Any, ...]], date | None, date | None]:
+        """The rows of one assignment with report rows due within ``window``, and its
+        reports_from and reports_until."""
+        plan = self.plan(event, window)
+        _reports, since, until = plan[2]
+        return self.rows(event, plan), since, until
 
-def assignment_columns(events: list[AssignmentEvent]) -> list[tuple[Any, ...]]:
+
+def assignment_columns(events: list[AssignmentEvent], plans: list[DuePlan]
+                       ) -> list[tuple[Any, ...]]:
     """The parameters of UPSERT_ASSIGNMENTS: one sequence per column of ASSIGNMENT_COLUMNS
-    (rows made in one pass over the events, then turned into columns)."""
+    (rows made in one pass over the events, then turned into columns). ``plans``: each
+    event's (DueRows.plan), in the same order."""
     rows = [(e.assignment_id, e.recommendation_id, e.agency_id, e.agency_name, e.role,
              STATUS_VALUES[e.status], SOURCE_VALUES[e.source], e.reference, e.text,
              e.deadline.model_dump_json(),
              e.active_from, "{" + ",".join(d.isoformat() for d in e.reported_periods) + "}",
-             e.version) for e in events]
+             e.version, *plan[2][1:]) for e, plan in zip(events, plans, strict=True)]
     return list(zip(*rows, strict=True))
 
 
 class TrackerEventsConsumer:
     def __init__(self, broker: KafkaBroker, sessions: async_sessionmaker,  # type: ignore[type-arg]
-                 settings: NotifierSettings) -> None:
+                 settings: NotifierSettings, clock: Clock) -> None:
         self.broker = broker
         self.sessions = sessions
         self.settings = settings
         self.policy = settings.policy
+        self.clock = clock  # the service's: report rows are written ahead of its today
         self.due_rows = DueRows(settings.policy)
 
     def register(self) -> None:
@@ -249,13 +292,19 @@ class TrackerEventsConsumer:
         """
         if not events:
             return
+        # Each event worked out once: its report window goes in with the upsert (under its
+        # version guard); rows are made for the events applied only (a re-delivered stale
+        # batch makes none), and go in with COPY.
+        window = report_dates_window(self.clock.today(), self.policy)
+        due_rows = self.due_rows
+        plans = [due_rows.plan(e, window) for e in events]
         async with self.sessions() as session, session.begin():
             # The due rows of every changed assignment are replaced below, so the trigger
             # that copies a new status or role onto them (migrations 0003, 0004) is told it
             # has no work. The asyncpg calls run in the session's transaction.
             await session.execute(REPLACING_DUE_DATES)
             driver = await driver_connection(session)
-            applied = await driver.fetch(UPSERT_ASSIGNMENTS, *assignment_columns(events),
+            applied = await driver.fetch(UPSERT_ASSIGNMENTS, *assignment_columns(events, plans),
                                          utcnow())
             if not applied:
                 return
@@ -263,8 +312,8 @@ class TrackerEventsConsumer:
             if replaced:
                 await driver.execute(DELETE_DUE_DATES, replaced)
             fresh = {r["id"] for r in applied}
-            due_rows = self.due_rows
-            rows = [row for e in events if e.assignment_id in fresh for row in due_rows(e)]
+            rows = [row for e, plan in zip(events, plans, strict=True)
+                    if e.assignment_id in fresh for row in due_rows.rows(e, plan)]
             if rows:
                 await driver.copy_records_to_table("due_dates", schema_name=SCHEMA,
                                                    columns=DUE_COLUMNS, records=rows)

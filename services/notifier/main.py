@@ -56,7 +56,7 @@ def build_app(settings: NotifierSettings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     broker = make_broker(settings.kafka_bootstrap, "notifier")
-    TrackerEventsConsumer(broker, sessions, settings).register()
+    TrackerEventsConsumer(broker, sessions, settings, clock).register()
     secret = settings.token_secret.get_secret_value()
     tracker = TrackerClient(settings.tracker_url, secret,
                             timeout=settings.tracker_timeout_seconds) \

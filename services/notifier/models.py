@@ -53,6 +53,11 @@ class TrackedAssignment(NotifierModel, table=True):
     """Kept from the tracker's `assignments` events (latest version wins)."""
 
     __tablename__ = "assignments"
+    # The assignments whose report rows a pass may have to extend (migration 0005).
+    __table_args__ = (Index("ix_assignments_reports_from", "reports_from",
+                            postgresql_where=text("reports_from IS NOT NULL")),
+                      Index("ix_assignments_reports_until", "reports_until",
+                            postgresql_where=text("reports_until IS NOT NULL")))
     id: uuid.UUID = Field(primary_key=True)
     recommendation_id: uuid.UUID
     agency_id: uuid.UUID = Field(index=True)
@@ -66,6 +71,11 @@ class TrackedAssignment(NotifierModel, table=True):
     active_from: date | None = None
     reported_periods: list[date] = Field(default_factory=list, sa_column=Column(ARRAY(Date)))
     version: int
+    # Report due rows are written for every owed quarter whose report is due from
+    # reports_from to reports_until; NULL: no bound on that side (every owed report due
+    # before, or after, has its row). Passes widen the window (ReminderService).
+    reports_from: date | None = None
+    reports_until: date | None = None
     updated_at: datetime = _ts()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
@@ -27,9 +28,13 @@ __all__ = [
     "quarter_end",
     "quarter_report_due",
     "quarter_start",
+    "first_due_seen",
+    "last_due_seen",
     "reminders_for",
+    "report_dates_window",
     "report_due_dates",
     "report_periods",
+    "reports_due_within",
     "route",
     "should_remind",
 ]
@@ -72,6 +77,10 @@ class ReminderPolicy(BaseModel):
     report_due_day: int = Field(default=10, ge=1, le=31)
     # Reports are owed from active_from up to the last own due date; without one, this long.
     report_horizon_days: int = Field(default=2 * 365, ge=0)
+    # Report due rows are written only for the due dates a pass looks at and this many days
+    # beyond (report_dates_window); each pass first adds the ones it needs. The margin lets
+    # most passes find nothing to add.
+    report_dates_ahead_days: int = Field(default=92, ge=0)
     remind_partners: bool = False
     closed_statuses: Annotated[frozenset[str], NoDecode] = frozenset(
         {"implemented", "cancelled", "closed"})
@@ -226,6 +235,57 @@ def report_periods(
             periods.append((day, quarter_report_due(day, policy)))
         day = quarter_end(day) + timedelta(days=1)
     return periods
+
+
+def first_due_seen(as_of: date, policy: ReminderPolicy) -> date:
+    """The earliest due date a pass as of ``as_of`` looks at (``overdue_horizon_days``)."""
+    return as_of - timedelta(days=policy.overdue_horizon_days)
+
+
+def last_due_seen(as_of: date, policy: ReminderPolicy) -> date:
+    """The latest due date a pass as of ``as_of`` looks at (its furthest upcoming offset)."""
+    return as_of + timedelta(days=max(policy.before_days, default=0))
+
+
+def report_dates_window(day: date, policy: ReminderPolicy) -> tuple[date, date]:
+    """The due dates (first, last) report rows are written for on ``day`` (by the consumer,
+    on the clock's today; by a pass, as of its date): what a pass on that day looks at, and
+    ``report_dates_ahead_days`` more ahead. Passes on later days then find the rows there
+    for most of a quarter; a pass runs forward in time, so none is needed behind."""
+    return (first_due_seen(day, policy),
+            last_due_seen(day, policy) + timedelta(days=policy.report_dates_ahead_days))
+
+
+# (quarter start, report due date)
+Period = tuple[date, date]
+
+
+def reports_due_within(owed: Sequence[Period], since: date | None, until: date | None,
+                       written: tuple[date, date] | None = None
+                       ) -> tuple[list[Period], date | None, date | None]:
+    """Which owed reports (``report_periods``, in quarter order) to write for the due dates
+    from ``since`` to ``until`` (None: no bound), and the ``reports_from`` and
+    ``reports_until`` to record with them.
+
+    ``written``: the first and last quarter whose row is written already (None: none);
+    those and the ones between are not written again. Returned: the periods to write; the
+    day after the last owed report due before ``since`` and the day before the first one
+    due after ``until`` (None: there is none), so that every owed report due from
+    reports_from to reports_until has its row. Due dates grow with the quarter, so the rows
+    written are always consecutive owed quarters, and quarters identify them whatever
+    ``report_due_day`` was when they were written.
+    """
+    write: list[Period] = []
+    reports_from: date | None = None
+    for period in owed:
+        start, due = period
+        if since is not None and due < since:
+            reports_from = due + timedelta(days=1)
+        elif until is not None and due > until:
+            return write, reports_from, due - timedelta(days=1)
+        elif written is None or not written[0] <= start <= written[1]:
+            write.append(period)
+    return write, reports_from, None
 
 
 # --- who hears of a reminder ----------------------------------------------------------

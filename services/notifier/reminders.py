@@ -60,9 +60,21 @@ from services.notifier.models import (
     LedgerEntry,
     TrackedAssignment,
 )
-from services.notifier.policy import ReminderKind, ReminderPolicy, offsets_for_day, route
+from services.notifier.policy import (
+    ReminderKind,
+    ReminderPolicy,
+    first_due_seen,
+    last_due_seen,
+    offsets_for_day,
+    report_dates_window,
+    report_periods,
+    reports_due_within,
+    route,
+)
 from services.notifier.settings import NotifierSettings
 from services.notifier.tracker_client import TrackerClient
+from shared.db import driver_connection
+from shared.events import DueKind
 from shared.retry import is_data_error
 
 log = logging.getLogger(__name__)
@@ -96,6 +108,53 @@ SELECT due_date, kind, assignment_id, agency_id FROM {SCHEMA}.due_dates
 WHERE due_date = ANY($1::date[]) AND status <> ALL($2::text[])
   AND ($3::boolean OR role <> 'partner')
 """
+
+# Report due rows for the passes: the consumer writes them for a window of due dates
+# (assignments.reports_from, reports_until); a pass first extends the open assignments whose
+# window falls short of its own. Locked (FOR UPDATE): the consumer's upsert of the same
+# assignment, or another replica's pass, waits; rows someone else holds are skipped now and
+# taken later. Each side has its partial index (migration 0005).
+_SHORT = f"""FROM {SCHEMA}.assignments
+WHERE ((reports_until IS NOT NULL AND reports_until < $1)
+       OR (reports_from IS NOT NULL AND reports_from > $2))
+  AND status <> ALL($3::text[])"""
+LOCK_SHORT_SQL = f"""
+SELECT id, agency_id, status, role, active_from, reported_periods, reports_from,
+       reports_until {_SHORT}
+ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED
+"""
+ANY_SHORT_SQL = f"SELECT EXISTS (SELECT {_SHORT})"
+# Read once the assignments are locked, so as their locked version wrote them: the last own
+# deadline (what the consumer gave policy.report_periods) and the quarters written.
+WRITTEN_SQL = f"""
+SELECT assignment_id,
+       max(due_date) FILTER (WHERE kind = '{DueKind.DEADLINE.value}') AS last_deadline,
+       min(period_start) FILTER (WHERE kind = '{DueKind.REPORT.value}') AS first_report,
+       max(period_start) FILTER (WHERE kind = '{DueKind.REPORT.value}') AS last_report
+FROM {SCHEMA}.due_dates WHERE assignment_id = ANY($1::uuid[]) GROUP BY assignment_id
+"""
+# The state columns written as the consumer writes them (the fill trigger need not run).
+# A row there already (someone else wrote it) stays.
+ADD_REPORTS_SQL = f"""
+INSERT INTO {SCHEMA}.due_dates (assignment_id, kind, due_date, period_start, agency_id,
+                                status, role)
+SELECT a, '{DueKind.REPORT.value}', d, s, ag, st, r
+FROM unnest($1::uuid[], $2::date[], $3::date[], $4::uuid[], $5::text[], $6::text[])
+     AS t(a, d, s, ag, st, r)
+ON CONFLICT DO NOTHING
+"""
+SET_REPORT_WINDOW_SQL = f"""
+UPDATE {SCHEMA}.assignments AS a SET reports_from = t.since, reports_until = t.until
+FROM unnest($1::uuid[], $2::date[], $3::date[]) AS t(id, since, until) WHERE a.id = t.id
+"""
+# In the due set's snapshot: some open assignment still lacks report rows the pass reads
+# (stored by the consumer, on its clock, after this pass extended them).
+REPORTS_SHORT = text(f"""
+SELECT 1 FROM {SCHEMA}.assignments
+WHERE ((reports_until IS NOT NULL AND reports_until < :last_due)
+       OR (reports_from IS NOT NULL AND reports_from > :first_due))
+  AND status <> ALL(CAST(:closed AS text[])) LIMIT 1
+""")
 
 # A batch's reminders into the ledger in one statement: one array per column. The unique
 # key skips those claimed before; RETURNING says which are new.
@@ -195,6 +254,8 @@ class PassReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     retrying: list[dict[str, Any]] = field(default_factory=list)
     pending_reminders: int = 0
+    report_dates_extended: int = 0  # assignments given the report rows this pass needs
+    report_dates_ms: float = 0.0  # adding them (before the due set, not in due_set_ms)
     due_set_ms: float = 0.0
     duration_ms: float = 0.0
 
@@ -262,6 +323,11 @@ class ReminderService:
     # that a statement's overhead is shared by many, small enough that a batch's locks are
     # held briefly and its reminders are few.
     claim_batch = 100
+    # Assignments whose report rows are extended per transaction.
+    extend_batch = 5000
+    # Due sets computed again because the consumer stored report rows short of the pass's
+    # needs meanwhile (see _complete_due_set); beyond this the pass fails and is run again.
+    due_set_attempts = 10
 
     def __init__(self, sessions: async_sessionmaker,  # type: ignore[type-arg]
                  settings: NotifierSettings, tracker: TrackerClient | None = None) -> None:
@@ -284,6 +350,90 @@ class ReminderService:
                                       settings.smtp_timeout_seconds, settings.smtp_username,
                                       settings.smtp_password, settings.smtp_starttls)
 
+    # --- report due rows ------------------------------------------------------------------
+
+    async def extend_report_dates(self, as_of: date) -> int:
+        """Give every open assignment the report due rows a pass as of ``as_of`` needs, for
+        policy.report_dates_window(as_of): the consumer writes them only for its own
+        (assignments.reports_from, reports_until), and a replay may run years ahead of (or
+        behind) its clock.
+
+        Batches of ``extend_batch`` assignments, one transaction each. Assignments another
+        transaction holds (the consumer replacing their rows, another replica extending
+        them) are waited for, so that none is left short when this returns. Returns how
+        many assignments were extended.
+        """
+        first, last = report_dates_window(as_of, self.policy)
+        closed = sorted(self.policy.closed_statuses)
+        extended = 0
+        while True:
+            async with self.sessions() as session, session.begin():
+                driver = await driver_connection(session)
+                locked = await driver.fetch(LOCK_SHORT_SQL, last, first, closed,
+                                            self.extend_batch)
+                if locked:
+                    await self._extend(driver, locked, first, last)
+                    extended += len(locked)
+                    continue
+                held = await driver.fetchval(ANY_SHORT_SQL, last, first, closed)
+            if not held:
+                return extended
+            await asyncio.sleep(0.05)  # only assignments others hold are left
+
+    async def _extend(self, driver: Any, locked: list[Any], first: date, last: date) -> None:
+        """Write the missing report rows of these locked assignments and their new window,
+        computed as the consumer computes them (policy.report_periods of the last own
+        deadline, policy.reports_due_within of the old window widened to [first, last],
+        leaving out the quarters written)."""
+        written = {r["assignment_id"]: r for r in
+                   await driver.fetch(WRITTEN_SQL, [a["id"] for a in locked])}
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(6))
+        ids, dues, starts, agencies, statuses, roles = columns
+        windows: tuple[list[Any], ...] = ([], [], [])
+        for a in locked:
+            found = written.get(a["id"])
+            last_deadline = found["last_deadline"] if found else None
+            quarters = (found["first_report"], found["last_report"]) \
+                if found and found["first_report"] is not None else None
+            since, until = a["reports_from"], a["reports_until"]
+            owed = report_periods(a["active_from"],
+                                  [last_deadline] if last_deadline is not None else [],
+                                  a["reported_periods"] or [], self.policy)
+            add, since, until = reports_due_within(
+                owed, None if since is None else min(since, first),
+                None if until is None else max(until, last), quarters)
+            for start, due in add:
+                ids.append(a["id"])
+                dues.append(due)
+                starts.append(start)
+                agencies.append(a["agency_id"])
+                statuses.append(a["status"])
+                roles.append(a["role"])
+            windows[0].append(a["id"])
+            windows[1].append(since)
+            windows[2].append(until)
+        if ids:
+            await driver.execute(ADD_REPORTS_SQL, *columns)
+        await driver.execute(SET_REPORT_WINDOW_SQL, *windows)
+
+    async def _complete_due_set(self, as_of: date, report: PassReport) -> DueSet:
+        """The due set, with every report row it needs: extend_report_dates first, then the
+        due set in one snapshot with a check that no open assignment is short of what the
+        pass reads. A consumer batch committed in between (its clock's window short of a
+        replay's date) makes the check fail: extend again and read again."""
+        for _attempt in range(self.due_set_attempts):
+            started = time.perf_counter()
+            report.report_dates_extended += await self.extend_report_dates(as_of)
+            report.report_dates_ms += (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            due = await self._due_set(as_of, check_reports=True)
+            report.due_set_ms += (time.perf_counter() - started) * 1000
+            if due is not None:
+                return due
+            log.info("report due rows fell short of the pass of %s meanwhile; extending again",
+                     as_of)
+        raise RuntimeError(f"report due rows kept falling short of the pass of {as_of}")
+
     # --- due set --------------------------------------------------------------------------
 
     def due_query(self, as_of: date) -> Any:
@@ -302,8 +452,27 @@ class ReminderService:
         return query
 
     async def due_set(self, as_of: date) -> DueSet:
-        """Every reminder due on ``as_of`` with its recipients."""
+        """Every reminder due on ``as_of`` with its recipients, from the due rows as they
+        are (run_pass first extends the report rows: _complete_due_set)."""
+        found = await self._due_set(as_of, check_reports=False)
+        assert found is not None
+        return found
+
+    async def _due_set(self, as_of: date, *, check_reports: bool) -> DueSet | None:
+        """The due set; with ``check_reports``, None if some open assignment lacks report
+        rows it needs (checked in the due rows' snapshot)."""
         async with self.sessions() as session:
+            if check_reports:
+                # One snapshot for the check and the due rows: REPEATABLE READ takes it at
+                # the first statement (a read-only transaction: no serialization failures).
+                await session.connection(
+                    execution_options={"isolation_level": "REPEATABLE READ"})
+                short = (await session.execute(REPORTS_SHORT, {
+                    "last_due": last_due_seen(as_of, self.policy),
+                    "first_due": first_due_seen(as_of, self.policy),
+                    "closed": sorted(self.policy.closed_statuses)})).first()
+                if short is not None:
+                    return None
             with gc_paused():
                 rows = await self._due_rows(session, as_of)
             agency_ids = {row[3] for row in rows}
@@ -413,8 +582,7 @@ class ReminderService:
         """
         started = time.perf_counter()
         report = PassReport(as_of=as_of)
-        due = await self.due_set(as_of)
-        report.due_set_ms = (time.perf_counter() - started) * 1000
+        due = await self._complete_due_set(as_of, report)
         DUE_SET_DURATION.observe(report.due_set_ms / 1000)
         report.candidates, report.unaddressed = due.count, due.unaddressed
         by_recipient = due.by_recipient

@@ -48,6 +48,9 @@ class PassAnswer(BaseModel):
     failed: list[DigestOutcome]
     retrying: list[DigestOutcome]
     pending_reminders: int
+    report_dates_extended: int = Field(
+        description="assignments given the report due rows this pass needed")
+    report_dates_ms: float = Field(description="writing them, before the due set")
     due_set_ms: float
     duration_ms: float
 

@@ -25,10 +25,17 @@ from shared.events import (
 )
 
 POLICY = ReminderPolicy()
+# Wide enough that every owed report has its row: the rows the consumer wrote before the
+# rolling window.
+EVERY_REPORT = (date(1900, 1, 1), date(2999, 1, 1))
 
 
-def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[tuple[object, ...]]:
-    return DueRows(policy)(event)
+def due_rows(event: AssignmentEvent, policy: ReminderPolicy,
+             window: tuple[date, date] = EVERY_REPORT) -> list[tuple[object, ...]]:
+    rows, since, until = DueRows(policy)(event, window)
+    if window == EVERY_REPORT:
+        assert since is None and until is None
+    return rows
 
 
 def event(**overrides: object) -> AssignmentEvent:
@@ -129,24 +136,92 @@ def test_remembered_report_periods_are_the_policys() -> None:
     rows = DueRows(POLICY)
     first = event(reported_periods=[date(2010, 1, 1)])
     same_dates = event(reported_periods=[date(2010, 1, 1)])
-    assert kinds_and_dates(rows(first)) == kinds_and_dates(due_rows(first, POLICY))
-    again = as_dicts(rows(same_dates))
+    assert kinds_and_dates(rows(first, EVERY_REPORT)[0]) == kinds_and_dates(
+        due_rows(first, POLICY))
+    again = as_dicts(rows(same_dates, EVERY_REPORT)[0])
     assert {r["assignment_id"] for r in again} == {same_dates.assignment_id}
-    assert kinds_and_dates(rows(same_dates)) == kinds_and_dates(due_rows(first, POLICY))
+    assert kinds_and_dates(rows(same_dates, EVERY_REPORT)[0]) == kinds_and_dates(
+        due_rows(first, POLICY))
     other_policy = DueRows(ReminderPolicy(report_due_day=20))
-    assert [r["due_date"] for r in as_dicts(other_policy(first)) if r["kind"] == "report"] \
-        == [date(2010, 1, 20), date(2010, 7, 20)]
+    assert [r["due_date"] for r in as_dicts(other_policy(first, EVERY_REPORT)[0])
+            if r["kind"] == "report"] == [date(2010, 1, 20), date(2010, 7, 20)]
+    # Remembered per window too: another window, other rows.
+    short, since, until = rows(same_dates, (date(2010, 1, 1), date(2010, 1, 10)))
+    assert [r["due_date"] for r in as_dicts(short) if r["kind"] == "report"] == [
+        date(2010, 1, 10)]
+    assert (since, until) == (None, date(2010, 7, 9))
+
+
+# --- report rows for a window of due dates --------------------------------------------
+
+LONG = event(active_from=date(2009, 11, 5), reported_periods=[date(2010, 4, 1)],
+             due_dates=[DueDate(kind=DueKind.DEADLINE, due=date(2011, 12, 31)),
+                        DueDate(kind=DueKind.NEXT_REVIEW, due=date(2014, 2, 12))])
+
+
+def reports(rows: list[tuple[object, ...]]) -> list[object]:
+    return [r["due_date"] for r in as_dicts(rows) if r["kind"] == "report"]
+
+
+def test_reports_are_written_within_the_window_and_the_window_is_recorded() -> None:
+    every = reports(due_rows(LONG, POLICY))
+    assert every[0] == date(2010, 1, 10) and every[-1] == date(2012, 1, 10)
+    assert date(2010, 7, 10) not in every  # the quarter reported
+    rows, since, until = DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2010, 8, 1)))
+    assert reports(rows) == [date(2010, 1, 10), date(2010, 4, 10)]
+    # The next owed report is due 10 October: written up to the day before.
+    assert (since, until) == (None, date(2010, 10, 9))
+    # The own due dates are all there, whatever the window.
+    assert sorted(d for k, d, _ in kinds_and_dates(rows) if k != "report") == [
+        date(2011, 12, 31), date(2014, 2, 12)]
+    # A bound on a due date includes it; past the last report, nothing is left to add.
+    assert DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2010, 10, 10)))[2] == date(2011, 1, 9)
+    rows, since, until = DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2012, 1, 10)))
+    assert (reports(rows), since, until) == (every, None, None)
+
+
+def test_reports_due_before_the_window_are_left_out() -> None:
+    # A pass on 1 May 2011 (overdue horizon a year) looks back to 1 May 2010.
+    rows, since, until = DueRows(POLICY)(LONG, (date(2010, 5, 1), date(2011, 8, 1)))
+    assert reports(rows) == [date(2010, 10, 10), date(2011, 1, 10), date(2011, 4, 10),
+                             date(2011, 7, 10)]
+    # Written from the day after the last owed report due before the window.
+    assert (since, until) == (date(2010, 4, 11), date(2011, 10, 9))
+    # A window after every report: the own due dates only.
+    rows, since, until = DueRows(POLICY)(LONG, (date(2013, 1, 1), date(2013, 6, 1)))
+    assert (reports(rows), since, until) == ([], date(2012, 1, 11), None)
+    assert len(rows) == 2
+
+
+def test_a_window_before_the_first_report_writes_only_the_own_due_dates() -> None:
+    rows, since, until = DueRows(POLICY)(LONG, (date(2004, 1, 1), date(2009, 6, 1)))
+    assert reports(rows) == [] and (since, until) == (None, date(2010, 1, 9))
+    assert len(rows) == 2
+
+
+def test_closed_or_reportless_assignments_have_nothing_left_to_add() -> None:
+    window = (date(2004, 1, 1), date(2009, 6, 1))
+    assert DueRows(POLICY)(event(status=AssignmentStatus.IMPLEMENTED), window) \
+        == ([], None, None)
+    rows, since, until = DueRows(POLICY)(event(active_from=None), window)
+    assert since is None and until is None and reports(rows) == []
 
 
 def test_assignment_columns_follow_the_upsert() -> None:
-    e = event(reported_periods=[date(2010, 1, 1), date(2010, 4, 1)])
+    e = event(reported_periods=[date(2010, 1, 1), date(2010, 7, 1)])
     plain = event(active_from=None)
-    columns = dict(zip(ASSIGNMENT_COLUMNS, assignment_columns([e, plain]), strict=True))
+    rows = DueRows(POLICY)
+    # e owes the reports due 10 January (before the window) and 10 July (after it).
+    window = (date(2010, 1, 11), date(2010, 7, 1))
+    plans = [rows.plan(e, window), rows.plan(plain, window)]
+    columns = dict(zip(ASSIGNMENT_COLUMNS, assignment_columns([e, plain], plans), strict=True))
     assert columns["id"] == (e.assignment_id, plain.assignment_id)
     assert columns["status"] == ("in_progress", "in_progress")
     assert columns["source"] == ("plan", "plan")
     # unnest cannot take arrays of arrays: each list travels as an array literal
-    assert columns["reported_periods"] == ("{2010-01-01,2010-04-01}", "{}")
+    assert columns["reported_periods"] == ("{2010-01-01,2010-07-01}", "{}")
     assert json.loads(columns["deadline"][0]) == e.deadline.model_dump(mode="json")
     assert columns["active_from"] == (date(2009, 11, 5), None)
     assert columns["version"] == (1, 1)
+    assert columns["reports_from"] == (date(2010, 1, 11), None)
+    assert columns["reports_until"] == (date(2010, 7, 9), None)

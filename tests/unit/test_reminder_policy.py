@@ -12,14 +12,18 @@ from services.notifier.policy import (
     ReminderKind,
     ReminderPolicy,
     Route,
+    first_due_seen,
     kinds_for_offset,
+    last_due_seen,
     offsets_for_day,
     quarter_end,
     quarter_report_due,
     quarter_start,
     reminders_for,
+    report_dates_window,
     report_due_dates,
     report_periods,
+    reports_due_within,
     route,
     should_remind,
 )
@@ -332,6 +336,60 @@ def test_report_periods_need_active_from_and_follow_report_due_day() -> None:
 
 def test_report_periods_when_deadline_precedes_active_from() -> None:
     assert report_periods(date(2010, 5, 1), [date(2010, 3, 31)], [], DEFAULT) == []
+
+
+# --- report due rows for a window of due dates ----------------------------------------
+
+
+def test_the_report_dates_window_is_what_a_pass_reads_and_some_months_ahead() -> None:
+    day = date(2010, 1, 1)
+    assert first_due_seen(day, DEFAULT) == day - timedelta(days=1830)  # overdue horizon
+    assert last_due_seen(day, DEFAULT) == date(2010, 1, 31)  # 30 days before: the furthest
+    assert report_dates_window(day, DEFAULT) == (
+        day - timedelta(days=1830), date(2010, 1, 31) + timedelta(days=92))
+    policy = ReminderPolicy(before_days=(), report_dates_ahead_days=0, overdue_horizon_days=0)
+    assert first_due_seen(day, policy) == last_due_seen(day, policy) == day
+    assert report_dates_window(day, policy) == (day, day)
+    with pytest.raises(pydantic.ValidationError):
+        ReminderPolicy(report_dates_ahead_days=-1)
+
+
+OWED = report_periods(date(2009, 11, 5), [date(2010, 12, 31)], [date(2010, 4, 1)], DEFAULT)
+# (2009-10-01, 2010-01-10), (2010-01-01, 2010-04-10), (2010-07-01, 2010-10-10),
+# (2010-10-01, 2011-01-10)
+
+
+def test_reports_due_within_a_window() -> None:
+    assert reports_due_within(OWED, None, date(2010, 4, 10)) == (
+        OWED[:2], None, date(2010, 10, 9))
+    assert reports_due_within(OWED, date(2009, 1, 1), date(2010, 10, 9)) == (
+        OWED[:2], None, date(2010, 10, 9))
+    assert reports_due_within(OWED, date(2010, 1, 11), date(2010, 10, 10)) == (
+        OWED[1:3], date(2010, 1, 11), date(2011, 1, 9))
+    assert reports_due_within(OWED, date(2010, 4, 10), None) == (
+        OWED[1:], date(2010, 1, 11), None)
+    assert reports_due_within(OWED, date(2008, 1, 1), date(2009, 6, 1)) == (
+        [], None, date(2010, 1, 9))
+    assert reports_due_within(OWED, date(2012, 1, 1), date(2012, 6, 1)) == (
+        [], date(2011, 1, 11), None)
+    assert reports_due_within(OWED, None, None) == (OWED, None, None)
+    assert reports_due_within([], date(2009, 6, 1), date(2009, 6, 1)) == ([], None, None)
+
+
+def test_reports_due_within_a_wider_window_leave_out_the_quarters_written() -> None:
+    # Written: the second and third; widened both ways: the first and the fourth.
+    written = (date(2010, 1, 1), date(2010, 7, 1))
+    assert reports_due_within(OWED, None, None, written) == (
+        [OWED[0], OWED[3]], None, None)
+    assert reports_due_within(OWED, date(2010, 1, 1), date(2010, 12, 31), written) == (
+        [OWED[0]], None, date(2011, 1, 9))
+    # Quarters, not due dates, say what was written: with another report_due_day since,
+    # the quarters beyond the ones written are added, none twice.
+    later = report_periods(date(2009, 11, 5), [date(2010, 12, 31)], [date(2010, 4, 1)],
+                           ReminderPolicy(report_due_day=5))
+    assert reports_due_within(later, date(2010, 1, 6), date(2010, 12, 31),
+                              (date(2010, 1, 1), date(2010, 1, 1))) == (
+        [(date(2010, 7, 1), date(2010, 10, 5))], date(2010, 1, 6), date(2011, 1, 4))
 
 
 # --- routing --------------------------------------------------------------------------

@@ -6,7 +6,9 @@ a batch commits or rolls back as one.
 Most tests call the consumer's store directly (the data path under test); the last one
 goes through Kafka and the running service to see a rejected event parked and the rest of
 its batch stored. The due dates lie in 2091-2093, where no other module runs a pass (a
-pass reads every module's due rows).
+pass reads every module's due rows). The consumer's clock says 1 June 2091: report rows are
+written for its window of due dates (13 November 2090 to 1 October 2091), the rest by the
+passes (tests/integration/notifier/test_report_horizon.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -23,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.main import build_app
-from services.notifier.policy import ReminderPolicy, report_periods
+from services.notifier.policy import ReminderPolicy, report_dates_window, report_periods
 from services.notifier.settings import NotifierSettings
+from shared.clock import Clock
 from shared.db import make_sessionmaker
 from shared.deadlines import Deadline
 from shared.events import (
@@ -45,6 +48,7 @@ from tests.integration.test_dead_letters import dead_letters
 from tests.integration.tracker.support import produce
 
 Q1, Q2, Q3 = date(2091, 1, 1), date(2091, 4, 1), date(2091, 7, 1)
+TODAY = date(2091, 6, 1)  # the consumer's clock
 
 
 @dataclass
@@ -58,6 +62,10 @@ class Store:
     def policy(self) -> ReminderPolicy:
         return self.settings.policy
 
+    @property
+    def window(self) -> tuple[date, date]:
+        return report_dates_window(TODAY, self.policy)
+
 
 @pytest.fixture(scope="module")
 async def store(infra: Infra) -> AsyncIterator[Store]:
@@ -65,7 +73,7 @@ async def store(infra: Infra) -> AsyncIterator[Store]:
     settings = notifier_settings(infra, unique("store"))
     # The broker is only for dead letters, which the direct calls here never send.
     consumer = TrackerEventsConsumer(make_broker(infra.bootstrap, "notifier-test"),
-                                     make_sessionmaker(engine), settings)
+                                     make_sessionmaker(engine), settings, Clock(TODAY))
     yield Store(infra, engine, settings, consumer)
     await engine.dispose()
 
@@ -93,9 +101,10 @@ def changed(event: AssignmentEvent, **changes: Any) -> AssignmentEvent:
                                     "type": AssignmentEventType.UPDATED, **changes})
 
 
-def expected_due(event: AssignmentEvent, policy: ReminderPolicy
+def expected_due(event: AssignmentEvent, policy: ReminderPolicy, window: tuple[date, date]
                  ) -> set[tuple[str, date, date | None, uuid.UUID, str, str]]:
-    """Written from the event and the policy, not with the consumer's code."""
+    """Written from the event and the policy, not with the consumer's code: report rows
+    due within the window."""
     if event.status.value in policy.closed_statuses:
         return set()
     state = (event.agency_id, event.status.value, event.role)
@@ -103,8 +112,24 @@ def expected_due(event: AssignmentEvent, policy: ReminderPolicy
             if d.kind is not DueKind.REPORT}
     own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
     rows |= {("report", due, start, *state) for start, due in
-             report_periods(event.active_from, own, event.reported_periods, policy)}
+             report_periods(event.active_from, own, event.reported_periods, policy)
+             if window[0] <= due <= window[1]}
     return rows
+
+
+def expected_window(event: AssignmentEvent, policy: ReminderPolicy, window: tuple[date, date]
+                    ) -> tuple[date | None, date | None]:
+    """The day after the last owed report left out before the window and the day before
+    the first one after it; None: none is."""
+    if event.status.value in policy.closed_statuses:
+        return None, None
+    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
+    dues = [due for _start, due in
+            report_periods(event.active_from, own, event.reported_periods, policy)]
+    before = [due for due in dues if due < window[0]]
+    after = [due for due in dues if due > window[1]]
+    return (max(before) + timedelta(days=1) if before else None,
+            min(after) - timedelta(days=1) if after else None)
 
 
 async def stored(engine: AsyncEngine, assignment_id: uuid.UUID) -> dict[str, Any] | None:
@@ -145,17 +170,44 @@ async def test_an_event_is_stored_as_the_tracker_sent_it(store: Store) -> None:
     assert row["reported_periods"] == [Q2, Q1]
     assert row["updated_at"] is not None
     dues = await due_dates(store.engine, event.assignment_id)
-    assert dues == expected_due(event, store.policy)
-    assert {(kind, due) for kind, due, *_ in dues} >= {
+    assert dues == expected_due(event, store.policy, store.window)
+    # Q1 and Q2 are reported; Q3's report (due 10 October) is beyond the horizon.
+    assert {(kind, due) for kind, due, *_ in dues} == {
         ("deadline", date(2091, 12, 31)), ("deadline", date(2092, 12, 31)),
-        ("mid_term", date(2092, 6, 30)), ("report", date(2091, 10, 10))}
-    assert ("report", date(2091, 4, 20)) not in {(k, d) for k, d, *_ in dues}, \
-        "report due dates are the notifier's own"
+        ("mid_term", date(2092, 6, 30))}, "report due dates are the notifier's own"
+    assert (row["reports_from"], row["reports_until"]) == (None, date(2091, 10, 9))
 
     plain = await stored(store.engine, other.assignment_id)
     assert plain is not None and plain["reported_periods"] == []
     assert plain["deadline"]["needs_deadline"] is True
     assert await due_dates(store.engine, other.assignment_id) == set()
+    assert (plain["reports_from"], plain["reports_until"]) == (None, None)
+
+
+async def test_report_rows_are_written_for_the_consumers_window(store: Store) -> None:
+    event = assignment()
+    # Active since 2089: the reports due before the window (from 13 November 2090) too.
+    older = assignment(active_from=date(2089, 7, 1))
+    await store.consumer.store_assignments([event, older])
+    dues = await due_dates(store.engine, event.assignment_id)
+    assert dues == expected_due(event, store.policy, store.window)
+    # Q1 (due 10 April) and Q2 (10 July); Q3 (10 October) and later ones left to the passes.
+    assert sorted(due for kind, due, *_ in dues if kind == "report") == [
+        date(2091, 4, 10), date(2091, 7, 10)]
+    row = await stored(store.engine, event.assignment_id)
+    assert row is not None
+    assert (row["reports_from"], row["reports_until"]) == (None, date(2091, 10, 9)) \
+        == expected_window(event, store.policy, store.window)
+
+    dues = await due_dates(store.engine, older.assignment_id)
+    assert dues == expected_due(older, store.policy, store.window)
+    # From Q4 2090 (due 10 January 2091): Q3 2089 to Q3 2090 are left to the passes.
+    assert min(due for kind, due, *_ in dues if kind == "report") == date(2091, 1, 10)
+    row = await stored(store.engine, older.assignment_id)
+    assert row is not None
+    assert (row["reports_from"], row["reports_until"]) == (date(2090, 10, 11),
+                                                           date(2091, 10, 9)) \
+        == expected_window(older, store.policy, store.window)
 
 
 async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothing(
@@ -166,11 +218,12 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothi
                                     start=Q3)])
     v3 = changed(v2, status=AssignmentStatus.IMPLEMENTED)
     await store.consumer.store_assignments([v1])
-    assert await due_dates(store.engine, v1.assignment_id) == expected_due(v1, store.policy)
+    assert await due_dates(store.engine, v1.assignment_id) == expected_due(
+        v1, store.policy, store.window)
 
     await store.consumer.store_assignments([v2])
     after_v2 = await due_dates(store.engine, v1.assignment_id)
-    assert after_v2 == expected_due(v2, store.policy)
+    assert after_v2 == expected_due(v2, store.policy, store.window)
     assert {(status, role) for *_, status, role in after_v2} == {("in_progress", "co")}
 
     # A re-delivered older version, alone or in a batch with a new assignment.
@@ -178,9 +231,11 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothi
     await store.consumer.store_assignments([v1, fresh])
     row = await stored(store.engine, v1.assignment_id)
     assert row is not None and (row["version"], row["status"]) == (2, "in_progress")
+    assert (row["reports_from"], row["reports_until"]) == expected_window(
+        v2, store.policy, store.window)
     assert await due_dates(store.engine, v1.assignment_id) == after_v2
-    assert await due_dates(store.engine, fresh.assignment_id) == expected_due(fresh,
-                                                                             store.policy)
+    assert await due_dates(store.engine, fresh.assignment_id) == expected_due(
+        fresh, store.policy, store.window)
 
     # The same version again (a re-delivery after a crash) leaves the same rows.
     await store.consumer.store_assignments([v2])
@@ -190,6 +245,7 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothi
     assert await due_dates(store.engine, v1.assignment_id) == set(), "closed: nothing due"
     row = await stored(store.engine, v1.assignment_id)
     assert row is not None and (row["version"], row["status"]) == (3, "implemented")
+    assert (row["reports_from"], row["reports_until"]) == (None, None)
 
 
 async def test_rows_written_by_others_still_take_the_assignments_state(store: Store) -> None:
@@ -234,13 +290,13 @@ async def test_an_assignment_and_its_due_dates_commit_together(store: Store) -> 
     assert len(await due_dates(store.engine, bad.assignment_id)) == 1
 
     await store.consumer.store_assignments([good])  # alone it is stored
-    assert await due_dates(store.engine, good.assignment_id) == expected_due(good,
-                                                                            store.policy)
+    assert await due_dates(store.engine, good.assignment_id) == expected_due(
+        good, store.policy, store.window)
 
 
 async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
         infra: Infra, store: Store) -> None:
-    settings = notifier_settings(infra, unique("refused"))
+    settings = notifier_settings(infra, unique("refused"), clock=TODAY)
     first, last = assignment(), assignment()
     # Valid JSON and a valid event, but PostgreSQL text cannot hold a NUL character.
     refused = assignment(text="Adopt a law\x00 on legal aid.")
@@ -263,5 +319,5 @@ async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
     assert headers["x-source-topic"] == settings.assignments_topic
     assert "0x00" in headers["x-error-message"], headers  # the database's reason
     assert await stored(store.engine, refused.assignment_id) is None
-    assert await due_dates(store.engine, last.assignment_id) == expected_due(last,
-                                                                            store.policy)
+    assert await due_dates(store.engine, last.assignment_id) == expected_due(
+        last, store.policy, store.window)
