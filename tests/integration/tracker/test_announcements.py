@@ -8,8 +8,9 @@ real PostgreSQL and broker.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import date
 from typing import Any
 
@@ -17,14 +18,24 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.consumer import RecommendationConsumer
+from services.tracker.main import build_app
 from services.tracker.repository import TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker
 from shared.events import AssignmentEvent, AssignmentEventType, RecommendationEvent
+from shared.ids import assignment_event_id
 from shared.kafka import OutgoingRecord, ensure_topics
-from tests.conftest import Infra, unique
-from tests.integration.tracker.support import distinct_events, plan_event, published
+from tests.conftest import Infra, running, unique
+from tests.helpers import eventually
+from tests.integration.tracker.support import (
+    count_recommendations,
+    distinct_events,
+    encoded,
+    plan_event,
+    produce,
+    published,
+)
 from tests.integration.tracker.test_relay_failure import UnacknowledgedOnce
 
 TODAY = date(2009, 6, 1)
@@ -131,3 +142,52 @@ async def test_announcing_waits_until_the_broker_acknowledges(infra: Infra) -> N
                                        at_least=len(events))
     assert sorted(str(e.event_id) for e in distinct_events(found, AssignmentEvent)) == \
         sorted(str(e.event_id) for e in events)
+
+
+async def test_a_batch_stopped_before_its_events_were_acknowledged_announces_them_later(
+        infra: Infra) -> None:
+    """The whole consumer, twice in one group: the first instance commits a batch but the
+    broker never acknowledges its events (it stops there, as a crash would); the second gets
+    the batch again and announces every assignment, with the ids the first one made."""
+    settings = TrackerSettings(**infra.env(), consumer_group=unique("tracker-announce"),
+                               recommendations_topic=unique("recommendations"),
+                               assignments_topic=unique("assignments"),
+                               agencies_topic=unique("agencies"), directory_file=None,
+                               # One member: the first instance's handler never returns, so a
+                               # second member's join would wait for it (max poll interval).
+                               consumer_workers=1, outbox_poll_seconds=0.2)
+    plan = unique("plan")
+    events = [plan_event(plan, str(n), "Ministry of Justice, Prosecutor General")
+              for n in range(1, 11)]
+    ids = [e.recommendation_id for e in events]
+    first = build_app(settings)
+    never: list[OutgoingRecord] = []  # the assignment events sent, never acknowledged
+
+    async def unacknowledged(topic: str, records: Iterable[OutgoingRecord]
+                             ) -> list[asyncio.Future[object]]:
+        if topic == settings.assignments_topic:  # (the relay sends the new agencies')
+            never.extend(records)
+        return [asyncio.get_running_loop().create_future()]  # never done
+
+    first.state.relay.producer.send = unacknowledged  # the consumer's producer too
+    async with running(first, infra.coordinator_token()):
+        await produce(infra.bootstrap, settings.recommendations_topic, encoded(events))
+
+        async def committed() -> bool:
+            return await count_recommendations(first.state.sessions, ids) == len(ids) \
+                and len(never) >= 2 * len(ids)
+        await eventually(committed, timeout=60, what="the batch committed, its events sent")
+    # Stopped before the broker acknowledged anything: no offset was committed.
+    expected = {str(assignment_event_id(uuid.UUID(key.decode()), 1,
+                                        AssignmentEventType.CREATED)) for key, _, _ in never}
+    assert len(expected) == 2 * len(ids)
+
+    second = build_app(settings)
+    async with running(second, infra.coordinator_token()):
+        records = await published(infra.bootstrap, settings.assignments_topic,
+                                  [key.decode() for key, _, _ in never],
+                                  at_least=len(expected))
+    announced = distinct_events(records, AssignmentEvent)
+    assert {str(e.event_id) for e in announced} == expected
+    assert {e.type for e in announced} == {AssignmentEventType.CREATED}
+    assert {e.recommendation_id for e in announced} == set(ids)
