@@ -86,12 +86,12 @@ KIND_VALUES = {kind: kind.value for kind in DueKind}
 STATUS_VALUES = {status: status.value for status in AssignmentStatus}
 SOURCE_VALUES = {source: source.value for source in Source}
 
-# The whole batch in one statement, one array per column, through asyncpg directly:
-# PostgreSQL plans it once, the rows travel in one round trip, and no SQLAlchemy statement
-# is compiled per batch. reported_periods travels as an array literal (unnest cannot take
-# an array of arrays of different lengths). A re-delivered older version never overwrites a
-# newer one (reports_from and reports_until included: they describe the rows of the version
-# stored); `xmax = 0` tells the rows inserted now from the ones updated.
+# The batch's assignments stored already, in one statement, one array per column, through
+# asyncpg directly: PostgreSQL plans it once, the rows travel in one round trip, and no
+# SQLAlchemy statement is compiled per batch. reported_periods travels as an array literal
+# (unnest cannot take an array of arrays of different lengths). A re-delivered older version
+# never overwrites a newer one (reports_from and reports_until included: they describe the
+# rows of the version stored); RETURNING names the assignments it changed.
 ASSIGNMENT_COLUMNS = {
     "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "agency_name": "text",
     "role": "text", "status": "text", "source": "text", "reference": "text", "text": "text",
@@ -106,7 +106,13 @@ UPSERT_ASSIGNMENTS = (
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(ASSIGNMENT_COLUMNS.values(), start=1))
     + f") AS e({_NAMES}) ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in [*ASSIGNMENT_COLUMNS, "updated_at"] if c != "id")
-    + " WHERE a.version <= excluded.version RETURNING a.id, a.xmax = 0 AS inserted")
+    + " WHERE a.version <= excluded.version RETURNING a.id")
+# Which of a batch's assignments are stored already: the others go in with COPY (no
+# speculative insertion, no array parameters to encode; a concurrent insert of the same id
+# fails the COPY, and the batch is stored again event by event, through the upsert).
+STORED_ASSIGNMENTS = "SELECT id FROM notifier.assignments WHERE id = ANY($1::uuid[])"
+COPY_ASSIGNMENT_COLUMNS = [*ASSIGNMENT_COLUMNS, "updated_at"]
+REPORTED_PERIODS = list(ASSIGNMENT_COLUMNS).index("reported_periods")
 # Read by the trigger assignments_state_to_due_dates (migration 0004); for this transaction.
 REPLACING_DUE_DATES = text("SET LOCAL hrtrack.replacing_due_dates = on")
 DELETE_DUE_DATES = "DELETE FROM notifier.due_dates WHERE assignment_id = ANY($1::uuid[])"
@@ -188,17 +194,24 @@ class DueRows:
         return self.rows(event, plan), since, until
 
 
-def assignment_columns(events: list[AssignmentEvent], plans: list[DuePlan]
-                       ) -> list[tuple[Any, ...]]:
-    """The parameters of UPSERT_ASSIGNMENTS: one sequence per column of ASSIGNMENT_COLUMNS
-    (rows made in one pass over the events, then turned into columns). ``plans``: each
-    event's (DueRows.plan), in the same order."""
-    rows = [(e.assignment_id, e.recommendation_id, e.agency_id, e.agency_name, e.role,
+def assignment_rows(events: list[AssignmentEvent], plans: list[DuePlan]
+                    ) -> list[tuple[Any, ...]]:
+    """The rows of these assignments, one value per column of ASSIGNMENT_COLUMNS.
+    ``plans``: each event's (DueRows.plan), in the same order."""
+    return [(e.assignment_id, e.recommendation_id, e.agency_id, e.agency_name, e.role,
              STATUS_VALUES[e.status], SOURCE_VALUES[e.source], e.reference, e.text,
-             e.deadline.model_dump_json(),
-             e.active_from, "{" + ",".join(d.isoformat() for d in e.reported_periods) + "}",
-             e.version, *plan[2][1:]) for e, plan in zip(events, plans, strict=True)]
-    return list(zip(*rows, strict=True))
+             e.deadline.model_dump_json(), e.active_from, e.reported_periods, e.version,
+             *plan[2][1:]) for e, plan in zip(events, plans, strict=True)]
+
+
+def assignment_columns(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The parameters of UPSERT_ASSIGNMENTS: one sequence per column of ASSIGNMENT_COLUMNS,
+    with each reported_periods list as an array literal (unnest cannot take an array of
+    arrays of different lengths)."""
+    columns = list(zip(*rows, strict=True))
+    columns[REPORTED_PERIODS] = tuple("{" + ",".join(d.isoformat() for d in periods) + "}"
+                                      for periods in columns[REPORTED_PERIODS])
+    return columns
 
 
 class TrackerEventsConsumer:
@@ -283,12 +296,13 @@ class TrackerEventsConsumer:
         await msg.ack()
 
     async def store_assignments(self, events: list[AssignmentEvent]) -> None:
-        """Upsert the assignments and replace the due dates of those that changed.
+        """Store the assignments and replace the due dates of those that changed.
 
-        ``events`` holds one event per assignment (the latest of the batch). An assignment
-        inserted now has no due dates yet (they are written only here, with their
+        ``events`` holds one event per assignment (the latest of the batch). Assignments
+        not stored yet go in with COPY; the others are upserted under the version guard. An
+        assignment inserted now has no due dates yet (they are written only here, with their
         assignment, and assignments are never deleted), so only updated ones need the
-        DELETE; the new rows then go in with COPY, several times cheaper than INSERTs.
+        DELETE; the due rows then go in with COPY, several times cheaper than INSERTs.
         """
         if not events:
             return
@@ -304,14 +318,23 @@ class TrackerEventsConsumer:
             # has no work. The asyncpg calls run in the session's transaction.
             await session.execute(REPLACING_DUE_DATES)
             driver = await driver_connection(session)
-            applied = await driver.fetch(UPSERT_ASSIGNMENTS, *assignment_columns(events, plans),
-                                         utcnow())
-            if not applied:
-                return
-            replaced = [r["id"] for r in applied if not r["inserted"]]
+            now = utcnow()
+            rows = assignment_rows(events, plans)
+            stored = {r["id"] for r in await driver.fetch(
+                STORED_ASSIGNMENTS, [e.assignment_id for e in events])}
+            new = [row for row in rows if row[0] not in stored]
+            if new:
+                await driver.copy_records_to_table(
+                    "assignments", schema_name=SCHEMA, columns=COPY_ASSIGNMENT_COLUMNS,
+                    records=[(*row, now) for row in new])
+            known = [row for row in rows if row[0] in stored]
+            replaced = [r["id"] for r in await driver.fetch(
+                UPSERT_ASSIGNMENTS, *assignment_columns(known), now)] if known else []
             if replaced:
                 await driver.execute(DELETE_DUE_DATES, replaced)
-            fresh = {r["id"] for r in applied}
+            fresh = {row[0] for row in new} | set(replaced)
+            if not fresh:
+                return
             rows = [row for e, plan in zip(events, plans, strict=True)
                     if e.assignment_id in fresh for row in due_rows.rows(e, plan)]
             if rows:

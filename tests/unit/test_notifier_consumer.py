@@ -11,6 +11,7 @@ from services.notifier.consumer import (
     DUE_COLUMNS,
     DueRows,
     assignment_columns,
+    assignment_rows,
     latest_pairs,
 )
 from services.notifier.policy import ReminderPolicy
@@ -214,7 +215,11 @@ def test_assignment_columns_follow_the_upsert() -> None:
     # e owes the reports due 10 January (before the window) and 10 July (after it).
     window = (date(2010, 1, 11), date(2010, 7, 1))
     plans = [rows.plan(e, window), rows.plan(plain, window)]
-    columns = dict(zip(ASSIGNMENT_COLUMNS, assignment_columns([e, plain], plans), strict=True))
+    values = assignment_rows([e, plain], plans)
+    assert [len(row) for row in values] == [len(ASSIGNMENT_COLUMNS)] * 2
+    assert values[0][list(ASSIGNMENT_COLUMNS).index("reported_periods")] == \
+        [date(2010, 1, 1), date(2010, 7, 1)], "COPY takes the list as it is"
+    columns = dict(zip(ASSIGNMENT_COLUMNS, assignment_columns(values), strict=True))
     assert columns["id"] == (e.assignment_id, plain.assignment_id)
     assert columns["status"] == ("in_progress", "in_progress")
     assert columns["source"] == ("plan", "plan")

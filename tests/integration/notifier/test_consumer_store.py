@@ -17,12 +17,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.notifier import consumer as consumer_module
 from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.main import build_app
 from services.notifier.policy import ReminderPolicy, report_dates_window, report_periods
@@ -292,6 +294,44 @@ async def test_an_assignment_and_its_due_dates_commit_together(store: Store) -> 
     await store.consumer.store_assignments([good])  # alone it is stored
     assert await due_dates(store.engine, good.assignment_id) == expected_due(
         good, store.policy, store.window)
+
+
+async def test_an_assignment_another_writer_inserted_meanwhile_is_upserted(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New assignments go in with COPY. One that another writer inserted after the batch
+    looked (two consumers on a partition during a rebalance) fails the COPY with a unique
+    violation: the batch is stored again event by event, that one through the upsert, and
+    nothing is parked."""
+    raced = assignment()
+    await store.consumer.store_assignments([raced])
+    newer = changed(raced, status=AssignmentStatus.IN_PROGRESS, reported_periods=[Q1])
+    fresh = assignment()
+    looked = consumer_module.STORED_ASSIGNMENTS
+    attempts: list[int] = []
+    parked: list[Any] = []
+
+    async def looked_too_early(events: list[AssignmentEvent]) -> None:
+        attempts.append(len(events))
+        with monkeypatch.context() as patch:
+            if len(attempts) == 1:  # the batch saw none of them stored yet
+                patch.setattr(consumer_module, "STORED_ASSIGNMENTS", looked + " AND false")
+            await store.consumer.store_assignments(events)
+
+    async def park(*args: Any) -> None:
+        parked.append(args)
+
+    monkeypatch.setattr(consumer_module, "send_to_dead_letters", park)
+    pairs = [(e, SimpleNamespace(value=b"{}", key=b"k")) for e in (newer, fresh)]
+    await store.consumer._store("assignments", pairs, "assignment_id",  # noqa: SLF001
+                                looked_too_early)
+    assert attempts == [2, 1, 1], "the batch, then each event alone"
+    assert parked == []
+    row = await stored(store.engine, raced.assignment_id)
+    assert row is not None and (row["version"], row["status"]) == (2, "in_progress")
+    assert await due_dates(store.engine, raced.assignment_id) == expected_due(
+        newer, store.policy, store.window)
+    assert await due_dates(store.engine, fresh.assignment_id) == expected_due(
+        fresh, store.policy, store.window)
 
 
 async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
