@@ -13,10 +13,11 @@ years of past quarters for an old UPR recommendation); ``reports_from`` and
 versions never overwrite newer ones. Only an event the database rejects as data (SQLSTATE
 22, 23) goes to the dead letters; any other error is waited out.
 
-A batch of assignment events is one transaction of one unnest upsert, one DELETE (only for
-assignments that existed) and one COPY of the due rows, run on asyncpg directly: the
-tracker announces thousands of assignments per second, and per row SQLAlchemy work and
-per row triggers had made this the notifier's largest cost (bench/notifier_ingest.py).
+A batch of assignment events is one transaction, run on asyncpg directly: a look-up of the
+assignments stored already, a COPY of the new ones, one unnest upsert of the others, one
+DELETE of their due rows and one COPY of the due rows. The tracker announces thousands of
+assignments per second, and per row SQLAlchemy work and per row triggers had made this the
+notifier's largest cost (bench/notifier_ingest.py).
 """
 
 from __future__ import annotations
