@@ -95,6 +95,11 @@ PASS_DURATION = Histogram("hrtrack_reminder_pass_duration_seconds", "Reminder pa
                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DUE_SET_DURATION = Histogram("hrtrack_reminder_due_set_seconds", "Due-set computation",
                              buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+# Quarterly report rows are written for a rolling window; passes add the quarters entering
+# it, for most assignments on the same few days a quarter: those passes take longer.
+REPORT_DATES_EXTENDED = Counter(
+    "hrtrack_reminder_report_dates_extended",
+    "Assignments a pass gave the quarterly report due rows it needed (extend_report_dates)")
 # Every label value exists from the start, so dashboards and alerts see zeros, not gaps.
 for _kind in ReminderKind:
     REMINDERS_SENT.labels(kind=_kind.value)
@@ -423,7 +428,9 @@ class ReminderService:
         replay's date) makes the check fail: extend again and read again."""
         for _attempt in range(self.due_set_attempts):
             started = time.perf_counter()
-            report.report_dates_extended += await self.extend_report_dates(as_of)
+            extended = await self.extend_report_dates(as_of)
+            report.report_dates_extended += extended
+            REPORT_DATES_EXTENDED.inc(extended)
             report.report_dates_ms += (time.perf_counter() - started) * 1000
             started = time.perf_counter()
             due = await self._due_set(as_of, check_reports=True)

@@ -99,6 +99,7 @@ METRICS: dict[str, str] = {
     "hrtrack_smtp_send_duration_seconds": "histogram",
     "hrtrack_reminder_pass_duration_seconds": "histogram",
     "hrtrack_reminder_due_set_seconds": "histogram",
+    "hrtrack_reminder_report_dates_extended_total": "counter",
 }
 
 

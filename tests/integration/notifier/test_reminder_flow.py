@@ -294,7 +294,8 @@ async def test_metrics_follow_the_contract(flow: Flow) -> None:
         assert f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}' in text
     for name in ("hrtrack_reminders_pending", "hrtrack_smtp_send_duration_seconds_count",
                  "hrtrack_reminder_pass_duration_seconds_count",
-                 "hrtrack_reminder_due_set_seconds_count"):
+                 "hrtrack_reminder_due_set_seconds_count",
+                 "hrtrack_reminder_report_dates_extended_total"):
         assert name in text
 
 

@@ -330,6 +330,14 @@ async def ledger_reports(engine: AsyncEngine, assignment_id: uuid.UUID
     return {(r[0], r[1]) for r in rows}
 
 
+def extended_metric(exposition: str) -> float:
+    """hrtrack_reminder_report_dates_extended_total in a /metrics answer."""
+    for line in exposition.splitlines():
+        if line.startswith("hrtrack_reminder_report_dates_extended_total "):
+            return float(line.split()[1])
+    raise AssertionError("hrtrack_reminder_report_dates_extended_total is not exported")
+
+
 async def test_a_pass_extends_the_report_rows_before_its_due_set(infra: Infra,
                                                                  store: Store) -> None:
     """Through the running service: the consumer on the service clock (2 January 2495)
@@ -349,10 +357,13 @@ async def test_a_pass_extends_the_report_rows_before_its_due_set(infra: Infra,
         assert await report_rows(store.engine, work.assignment_id) == [
             (date(2495, 1, 1), date(2495, 4, 10))]
 
+        before = extended_metric((await client.get("/metrics")).text)
         response = await client.post("/v1/reminders/run", params={"as_of": "2495-12-11"})
         assert response.status_code == 200, response.text
         answer = response.json()
+        after = extended_metric((await client.get("/metrics")).text)
     assert answer["report_dates_extended"] >= 1 and answer["report_dates_ms"] >= 0
+    assert after - before == answer["report_dates_extended"], "counted for the operators"
     assert (date(2496, 1, 10), 30) in await ledger_reports(store.engine, work.assignment_id)
     assert answer["claimed"] >= 1 and answer["sent"]
 
