@@ -40,9 +40,8 @@ from services.notifier.models import SCHEMA, AgencyContact, utcnow
 from services.notifier.policy import (
     Period,
     ReminderPolicy,
+    owed_reports_within,
     report_dates_window,
-    report_periods,
-    reports_due_within,
 )
 from services.notifier.settings import NotifierSettings
 from shared.clock import Clock
@@ -150,9 +149,8 @@ class DueRows:
         if found is None:
             if len(self._reports) >= self.CACHE_SIZE:
                 self._reports.clear()
-            own = [last_own_due] if last_own_due is not None else []
-            write, since, until = reports_due_within(
-                report_periods(active_from, own, list(reported), self.policy), *window)
+            write, since, until = owed_reports_within(active_from, last_own_due, reported,
+                                                      self.policy, *window)
             found = self._reports[key] = (tuple(write), since, until)
         return found
 
@@ -313,6 +311,7 @@ class TrackerEventsConsumer:
         window = report_dates_window(self.clock.today(), self.policy)
         due_rows = self.due_rows
         plans = [due_rows.plan(e, window) for e in events]
+        rows = assignment_rows(events, plans)  # pure work, before the transaction
         async with self.sessions() as session, session.begin():
             # The due rows of every changed assignment are replaced below, so the trigger
             # that copies a new status or role onto them (migrations 0003, 0004) is told it
@@ -320,7 +319,6 @@ class TrackerEventsConsumer:
             await session.execute(REPLACING_DUE_DATES)
             driver = await driver_connection(session)
             now = utcnow()
-            rows = assignment_rows(events, plans)
             stored = {r["id"] for r in await driver.fetch(
                 STORED_ASSIGNMENTS, [e.assignment_id for e in events])}
             new = [row for row in rows if row[0] not in stored]

@@ -8,7 +8,7 @@ Streaming: ``prepare_digest`` computes what a digest shows once, and ``digest_me
 produces the whole email (RFC 5322, CRLF line endings, as sent in SMTP DATA) piece by piece,
 so a digest of tens of thousands of items (the coordinators' escalations over a large book)
 never has to be held in memory as text, HTML, calendar and message at once.
-``render_digest`` and ``build_email`` give the same parts and message whole.
+``PreparedDigest.render`` and ``build_email`` give the same parts and message whole.
 
 Capped: with ``max_items`` a digest lists only that many items in full (the most urgent)
 and counts the others in a summary (by agency, by due date and reminder kind) that says
@@ -57,7 +57,6 @@ __all__ = [
     "normalize_language",
     "plural_category",
     "prepare_digest",
-    "render_digest",
 ]
 
 LANGUAGES = ("en", "ru", "kk")
@@ -241,10 +240,6 @@ class _Entry:
     flags: list[str] = field(default_factory=list)
     short: str = ""  # the text's excerpt, made once for the text, HTML and calendar parts
 
-    @property
-    def key(self) -> tuple[str, str, date]:
-        return (self.item.assignment_id, self.item.due_kind, self.item.due_date)
-
 
 _ESCALATIONS = frozenset({ReminderKind.ESCALATION_AGENCY, ReminderKind.ESCALATION_COORDINATOR})
 
@@ -398,8 +393,6 @@ class _Summary:
     where: str
     ledger: str  # GET {ledger URL}: a line of its own, never wrapped
     where_note: str
-    total: int
-    overdue: int
     agencies: list[_CountRow]
     dates: list[_CountRow]
     width_items: int  # of the plain-text tables' count columns
@@ -451,7 +444,6 @@ def _summary(entries: list[_Entry], m: _Messages, as_of: date, ledger_url: str, 
         where=m("rest_where"),
         ledger=f"GET {ledger_url}",
         where_note=m("rest_where_note", limit=LEDGER_LIMIT),
-        total=total, overdue=overdue,
         agencies=_capped(by_agency, lambda n: m("rest_other_agencies", n=n)),
         dates=_capped(by_date, lambda n: m("rest_other_dates", n=n)),
         width_items=max(len(m("col_items")), len(str(total))),
@@ -620,6 +612,12 @@ class PreparedDigest:
     def ics_chunks(self) -> Iterator[bytes]:
         return _calendar(self.entries, self.m, self.as_of, self.report_url, self.sender)
 
+    def render(self) -> RenderedDigest:
+        """The parts whole (``digest_message`` streams them instead)."""
+        return RenderedDigest(subject=self.subject, text="".join(self.text_chunks()),
+                              html="".join(self.html_chunks()),
+                              ics=b"".join(self.ics_chunks()), language=self.language)
+
 
 def prepare_digest(
     *,
@@ -645,30 +643,6 @@ def prepare_digest(
     return PreparedDigest(recipient_name=recipient_name, language=language, as_of=as_of,
                           items=items, report_url=report_url, sender_name=sender_name,
                           max_items=max_items, ledger_url=ledger_url)
-
-
-def render_digest(
-    *,
-    recipient_name: str,
-    language: str,
-    as_of: date,
-    items: list[DigestItem],
-    report_url: str,
-    sender_name: str = "hrtrack",
-    max_items: int | None = None,
-    ledger_url: str | None = None,
-) -> RenderedDigest:
-    """The digest's parts whole (see ``prepare_digest``)."""
-    digest = prepare_digest(recipient_name=recipient_name, language=language, as_of=as_of,
-                            items=items, report_url=report_url, sender_name=sender_name,
-                            max_items=max_items, ledger_url=ledger_url)
-    return RenderedDigest(
-        subject=digest.subject,
-        text="".join(digest.text_chunks()),
-        html="".join(digest.html_chunks()),
-        ics=b"".join(digest.ics_chunks()),
-        language=digest.language,
-    )
 
 
 # --- the calendar (RFC 5545, written directly: a library's object model per event cost

@@ -30,6 +30,7 @@ __all__ = [
     "quarter_start",
     "first_due_seen",
     "last_due_seen",
+    "owed_reports_within",
     "reminders_for",
     "report_dates_window",
     "report_due_dates",
@@ -286,6 +287,18 @@ def reports_due_within(owed: Sequence[Period], since: date | None, until: date |
         elif written is None or not written[0] <= start <= written[1]:
             write.append(period)
     return write, reports_from, None
+
+
+def owed_reports_within(active_from: date | None, last_deadline: date | None,
+                        reported: Sequence[date], policy: ReminderPolicy,
+                        since: date | None, until: date | None,
+                        written: tuple[date, date] | None = None
+                        ) -> tuple[list[Period], date | None, date | None]:
+    """``reports_due_within`` the ``report_periods`` of an assignment whose last own
+    deadline is ``last_deadline`` (what the consumer writes and a pass adds)."""
+    own = [last_deadline] if last_deadline is not None else []
+    return reports_due_within(report_periods(active_from, own, list(reported), policy),
+                              since, until, written)
 
 
 # --- who hears of a reminder ----------------------------------------------------------

@@ -66,9 +66,8 @@ from services.notifier.policy import (
     first_due_seen,
     last_due_seen,
     offsets_for_day,
+    owed_reports_within,
     report_dates_window,
-    report_periods,
-    reports_due_within,
     route,
 )
 from services.notifier.settings import NotifierSettings
@@ -152,14 +151,6 @@ SET_REPORT_WINDOW_SQL = f"""
 UPDATE {SCHEMA}.assignments AS a SET reports_from = t.since, reports_until = t.until
 FROM unnest($1::uuid[], $2::date[], $3::date[]) AS t(id, since, until) WHERE a.id = t.id
 """
-# In the due set's snapshot: some open assignment still lacks report rows the pass reads
-# (stored by the consumer, on its clock, after this pass extended them).
-REPORTS_SHORT = text(f"""
-SELECT 1 FROM {SCHEMA}.assignments
-WHERE ((reports_until IS NOT NULL AND reports_until < :last_due)
-       OR (reports_from IS NOT NULL AND reports_from > :first_due))
-  AND status <> ALL(CAST(:closed AS text[])) LIMIT 1
-""")
 
 # A batch's reminders into the ledger in one statement: one array per column. The unique
 # key skips those claimed before; RETURNING says which are new.
@@ -401,11 +392,9 @@ class ReminderService:
             quarters = (found["first_report"], found["last_report"]) \
                 if found and found["first_report"] is not None else None
             since, until = a["reports_from"], a["reports_until"]
-            owed = report_periods(a["active_from"],
-                                  [last_deadline] if last_deadline is not None else [],
-                                  a["reported_periods"] or [], self.policy)
-            add, since, until = reports_due_within(
-                owed, None if since is None else min(since, first),
+            add, since, until = owed_reports_within(
+                a["active_from"], last_deadline, a["reported_periods"] or [], self.policy,
+                None if since is None else min(since, first),
                 None if until is None else max(until, last), quarters)
             for start, due in add:
                 ids.append(a["id"])
@@ -472,13 +461,14 @@ class ReminderService:
             if check_reports:
                 # One snapshot for the check and the due rows: REPEATABLE READ takes it at
                 # the first statement (a read-only transaction: no serialization failures).
+                # The check: some open assignment still lacks report rows this pass reads
+                # (stored by the consumer, on its clock, after this pass extended them).
                 await session.connection(
                     execution_options={"isolation_level": "REPEATABLE READ"})
-                short = (await session.execute(REPORTS_SHORT, {
-                    "last_due": last_due_seen(as_of, self.policy),
-                    "first_due": first_due_seen(as_of, self.policy),
-                    "closed": sorted(self.policy.closed_statuses)})).first()
-                if short is not None:
+                driver = await driver_connection(session)
+                if await driver.fetchval(ANY_SHORT_SQL, last_due_seen(as_of, self.policy),
+                                         first_due_seen(as_of, self.policy),
+                                         sorted(self.policy.closed_statuses)):
                     return None
             with gc_paused():
                 rows = await self._due_rows(session, as_of)
@@ -551,9 +541,6 @@ class ReminderService:
                  self.settings.coordinator_language if r.recipient_kind == "coordinator"
                  else language or "en", r.flags)
                 for r in route(kind, emails, escalation, self.coordinators)]
-
-    async def due_reminders(self, as_of: date) -> list[DueReminder]:
-        return (await self.due_set(as_of)).reminders
 
     async def _look_up_agencies(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, Contact]:
         """Agencies the events have not brought yet, from the tracker's directory; kept so

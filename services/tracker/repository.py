@@ -201,7 +201,8 @@ class TrackerRepository:
     def add_history(self, entity: str, entity_id: uuid.UUID, action: str, actor: str,
                     data: dict[str, Any] | None = None) -> None:
         self._history_rows.append({"entity": entity, "entity_id": entity_id, "action": action,
-                                   "actor": actor, "data": data or {}, "at": self.now})
+                                   "actor": actor, "at": self.now,
+                                   "data": orjson.dumps(data or {}, default=str).decode()})
 
     async def driver_connection(self) -> Any:
         """The asyncpg connection under this session's transaction (for COPY, unnest)."""
@@ -217,28 +218,14 @@ class TrackerRepository:
                 table, schema_name=SCHEMA, columns=names,
                 records=list(map(itemgetter(*names), rows)))
 
-    @property
-    def pending_events(self) -> int:
-        return len(self._outbox_rows)
-
     async def flush(self) -> None:
         """Write the queued outbox and history rows (call before commit).
 
         Both tables are append-only, so they are written with COPY on the session's own
         connection (same transaction): several times faster than INSERTs.
         """
-        if self._outbox_rows or self._history_rows:
-            driver = await self.driver_connection()
-            if self._outbox_rows:
-                await driver.copy_records_to_table(
-                    "outbox", schema_name=SCHEMA, columns=OUTBOX_COLUMNS,
-                    records=list(map(itemgetter(*OUTBOX_COLUMNS), self._outbox_rows)))
-            if self._history_rows:
-                await driver.copy_records_to_table(
-                    "history", schema_name=SCHEMA, columns=HISTORY_COLUMNS,
-                    records=[(r["entity"], r["entity_id"], r["action"], r["actor"],
-                              orjson.dumps(r["data"], default=str).decode(), r["at"])
-                             for r in self._history_rows])
+        await self.copy_rows("outbox", OUTBOX_COLUMNS, self._outbox_rows)
+        await self.copy_rows("history", HISTORY_COLUMNS, self._history_rows)
         self._outbox_rows.clear()
         self._history_rows.clear()
 
@@ -389,14 +376,8 @@ class TrackerRepository:
     ) -> None:
         """``stored_before``: the recommendations that existed before this batch, the only
         ones that can have assignments yet."""
-        current: dict[uuid.UUID, dict[str, Any]] = {}
-        for ids in chunks(stored_before):
-            for found in (await self.session.execute(
-                    select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
-                    .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
-                    .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
-                    .with_for_update(of=ASSIGNMENTS))).mappings().all():
-                current[found["id"]] = dict(found)
+        current = {row["id"]: row for row in
+                   await self.assignments_of(stored_before, for_update=True)}
         reported = await self.reported_periods(list(current))
         cancelled = [a for a, row in current.items()
                      if row["status"] == CANCELLED]
@@ -485,17 +466,26 @@ class TrackerRepository:
                 text=event.text, deadline=deadline, due_dates=due_dates,
                 reported=reported.get(row["id"], []), previous_status=previous))
 
+    async def assignments_of(self, recommendation_ids: list[uuid.UUID], *,
+                             for_update: bool = False) -> list[dict[str, Any]]:
+        """These recommendations' assignment rows with their agency's name (locked for this
+        transaction with ``for_update``), in recommendation and assignment order."""
+        found: list[dict[str, Any]] = []
+        for ids in chunks(recommendation_ids):
+            query = (select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
+                     .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
+                     .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
+                     .order_by(ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.id))
+            if for_update:
+                query = query.with_for_update(of=ASSIGNMENTS)
+            found += [dict(row) for row in (await self.session.execute(query)).mappings()]
+        return found
+
     async def _restate(self, events: list[RecommendationEvent]) -> None:
         """Announce the current state of these recommendations' assignments (same event ids
         as when that state was first announced)."""
         by_recommendation = {e.recommendation_id: e for e in events}
-        rows: list[Any] = []
-        for ids in chunks(list(by_recommendation)):
-            rows += (await self.session.execute(
-                select(ASSIGNMENTS, AGENCIES.c.name.label("agency_name"))
-                .join(AGENCIES, AGENCIES.c.id == ASSIGNMENTS.c.agency_id)
-                .where(ASSIGNMENTS.c.recommendation_id.in_(list(ids)))
-                .order_by(ASSIGNMENTS.c.recommendation_id, ASSIGNMENTS.c.id))).mappings().all()
+        rows = await self.assignments_of(list(by_recommendation))
         reported = await self.reported_periods([r["id"] for r in rows])
         for row in rows:
             e = by_recommendation[row["recommendation_id"]]

@@ -30,7 +30,6 @@ from services.notifier.digest import (
     normalize_language,
     plural_category,
     prepare_digest,
-    render_digest,
     wordwrap,
 )
 from services.notifier.policy import ReminderKind
@@ -102,7 +101,7 @@ def render(items: list[DigestItem], language: str = "en", **kw: object) -> Rende
         "report_url": REPORT_URL,
     }
     args.update(kw)
-    return render_digest(**args)  # type: ignore[arg-type]
+    return prepare_digest(**args).render()  # type: ignore[arg-type]
 
 
 def parse(msg: EmailMessage) -> EmailMessage:
