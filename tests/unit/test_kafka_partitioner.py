@@ -20,8 +20,11 @@ def keys() -> list[bytes]:
             + [b"", b"a", b"ab", b"abc", "Министерство юстиции".encode()])
 
 
+KEYS = keys()
+
+
 def test_murmur2_equals_aiokafkas_for_every_length_and_byte() -> None:
-    mismatches = [k for k in keys() if murmur2(k) != aiokafka_murmur2(k)]
+    mismatches = [k for k in KEYS if murmur2(k) != aiokafka_murmur2(k)]
     assert mismatches == []
 
 
@@ -29,5 +32,5 @@ def test_partition_equals_the_default_partitioners() -> None:
     place = DefaultPartitioner()
     for count in (1, 3, 6, 12):
         partitions = list(range(count))
-        assert [partition_of(k, partitions) for k in keys()] == \
-            [place(k, partitions, partitions) for k in keys()]
+        assert [partition_of(k, partitions) for k in KEYS] == \
+            [place(k, partitions, partitions) for k in KEYS]

@@ -166,11 +166,23 @@ async def wait_stored(engine: AsyncEngine, assignments: Iterable[Assignment],
         await asyncio.sleep(0.1)
 
 
+def metric_value(text: str, series: str) -> float:
+    """The value of one series (name and labels, as exported) in a /metrics text."""
+    for line in text.splitlines():
+        if line.startswith(f"{series} "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} is not exported")
+
+
 def emails_total(metrics: str, outcome: str) -> float:
     """hrtrack_reminder_emails_total{outcome} in a /metrics text."""
-    line = next(x for x in metrics.splitlines()
-                if x.startswith(f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}'))
-    return float(line.split()[-1])
+    return metric_value(metrics, f'hrtrack_reminder_emails_total{{outcome="{outcome}"}}')
+
+
+def changed_event(event: AssignmentEvent, **changes: Any) -> AssignmentEvent:
+    """The event's next version (a new event id) with these fields changed."""
+    return event.model_copy(update={"version": event.version + 1, "event_id": uuid.uuid4(),
+                                    "type": AssignmentEventType.UPDATED, **changes})
 
 
 class RefusesRejectAddresses:

@@ -45,7 +45,7 @@ from shared.retry import is_data_error
 from shared.settings import dead_letter_topic
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
-from tests.integration.notifier.support import notifier_settings
+from tests.integration.notifier.support import changed_event, notifier_settings
 from tests.integration.test_dead_letters import dead_letters
 from tests.integration.tracker.support import produce
 
@@ -55,7 +55,6 @@ TODAY = date(2091, 6, 1)  # the consumer's clock
 
 @dataclass
 class Store:
-    infra: Infra
     engine: AsyncEngine
     settings: NotifierSettings
     consumer: TrackerEventsConsumer
@@ -76,7 +75,7 @@ async def store(infra: Infra) -> AsyncIterator[Store]:
     # The broker is only for dead letters, which the direct calls here never send.
     consumer = TrackerEventsConsumer(make_broker(infra.bootstrap, "notifier-test"),
                                      make_sessionmaker(engine), settings, Clock(TODAY))
-    yield Store(infra, engine, settings, consumer)
+    yield Store(engine, settings, consumer)
     await engine.dispose()
 
 
@@ -96,11 +95,6 @@ def assignment(**changes: Any) -> AssignmentEvent:
     }
     values.update(changes)
     return AssignmentEvent.model_validate(values)
-
-
-def changed(event: AssignmentEvent, **changes: Any) -> AssignmentEvent:
-    return event.model_copy(update={"version": event.version + 1, "event_id": uuid.uuid4(),
-                                    "type": AssignmentEventType.UPDATED, **changes})
 
 
 def expected_due(event: AssignmentEvent, policy: ReminderPolicy, window: tuple[date, date]
@@ -215,10 +209,10 @@ async def test_report_rows_are_written_for_the_consumers_window(store: Store) ->
 async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothing(
         store: Store) -> None:
     v1 = assignment()
-    v2 = changed(v1, status=AssignmentStatus.IN_PROGRESS, role="co", reported_periods=[Q1],
+    v2 = changed_event(v1, status=AssignmentStatus.IN_PROGRESS, role="co", reported_periods=[Q1],
                  due_dates=[DueDate(kind=DueKind.DEADLINE, due=date(2091, 9, 30),
                                     start=Q3)])
-    v3 = changed(v2, status=AssignmentStatus.IMPLEMENTED)
+    v3 = changed_event(v2, status=AssignmentStatus.IMPLEMENTED)
     await store.consumer.store_assignments([v1])
     assert await due_dates(store.engine, v1.assignment_id) == expected_due(
         v1, store.policy, store.window)
@@ -304,7 +298,7 @@ async def test_an_assignment_another_writer_inserted_meanwhile_is_upserted(
     nothing is parked."""
     raced = assignment()
     await store.consumer.store_assignments([raced])
-    newer = changed(raced, status=AssignmentStatus.IN_PROGRESS, reported_periods=[Q1])
+    newer = changed_event(raced, status=AssignmentStatus.IN_PROGRESS, reported_periods=[Q1])
     fresh = assignment()
     looked = consumer_module.STORED_ASSIGNMENTS
     attempts: list[int] = []

@@ -16,10 +16,9 @@ from tests.conftest import Infra, running, unique
 from tests.integration.notifier.support import (
     Agency,
     Assignment,
+    load_book,
     notifier_settings,
-    publish,
     read_mails,
-    wait_stored,
 )
 
 # Far in the future: no other module's passes reach these due dates.
@@ -55,9 +54,7 @@ async def test_capped_digest_lists_the_most_urgent_and_records_every_reminder(
     engine = create_async_engine(infra.database_url)
     try:
         async with running(build_app(settings), infra.coordinator_token()) as client:
-            await publish(infra, settings.agencies_topic, [agency.event()])
-            await publish(infra, settings.assignments_topic, [a.event() for a in work])
-            await wait_stored(engine, work, [agency])
+            await load_book(infra, settings, engine, [agency], work)
 
             report = (await client.post("/v1/reminders/run", params={"as_of": str(DAY)})).json()
             assert report["claimed"] == OVERDUE + UPCOMING and report["errors"] == 0

@@ -48,7 +48,13 @@ from shared.events import (
 from shared.kafka import make_broker
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
-from tests.integration.notifier.support import TEST_POLICY, notifier_settings, publish
+from tests.integration.notifier.support import (
+    TEST_POLICY,
+    changed_event,
+    metric_value,
+    notifier_settings,
+    publish,
+)
 
 # Every field of the default policy but partners reminded too (their rows count as well).
 POLICY = ReminderPolicy(remind_partners=True)
@@ -57,6 +63,7 @@ LATE = date(2488, 1, 15)  # another consumer's: most of the data is behind its w
 # The rows the consumer wrote before the rolling window: every owed report.
 EVERY_REPORT = POLICY.model_copy(update={"report_dates_ahead_days": 365_000,
                                          "overdue_horizon_days": 365_000})
+EXTENDED = "hrtrack_reminder_report_dates_extended_total"
 
 
 @dataclass
@@ -106,11 +113,6 @@ def event(active_from: date | None, deadlines: Sequence[date] = (), **changes: A
 def twin(e: AssignmentEvent) -> AssignmentEvent:
     """The same assignment under another id (stored the old way beside it)."""
     return e.model_copy(update={"assignment_id": uuid.uuid4(), "event_id": uuid.uuid4()})
-
-
-def changed(e: AssignmentEvent, **changes: Any) -> AssignmentEvent:
-    return e.model_copy(update={"version": e.version + 1, "event_id": uuid.uuid4(),
-                                "type": AssignmentEventType.UPDATED, **changes})
 
 
 def book() -> list[AssignmentEvent]:
@@ -246,7 +248,7 @@ async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> N
 
     # A quarter reported: the event replaces every row, extended ones included, up to the
     # consumer's window (its clock is behind the pass's date).
-    v2 = changed(v1, reported_periods=[date(2482, 1, 1)])
+    v2 = changed_event(v1, reported_periods=[date(2482, 1, 1)])
     await consumer.store_assignments([v2])
     assert await report_rows(store.engine, v1.assignment_id) == []
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2482, 7, 9))
@@ -330,14 +332,6 @@ async def ledger_reports(engine: AsyncEngine, assignment_id: uuid.UUID
     return {(r[0], r[1]) for r in rows}
 
 
-def extended_metric(exposition: str) -> float:
-    """hrtrack_reminder_report_dates_extended_total in a /metrics answer."""
-    for line in exposition.splitlines():
-        if line.startswith("hrtrack_reminder_report_dates_extended_total "):
-            return float(line.split()[1])
-    raise AssertionError("hrtrack_reminder_report_dates_extended_total is not exported")
-
-
 async def test_a_pass_extends_the_report_rows_before_its_due_set(infra: Infra,
                                                                  store: Store) -> None:
     """Through the running service: the consumer on the service clock (2 January 2495)
@@ -357,11 +351,11 @@ async def test_a_pass_extends_the_report_rows_before_its_due_set(infra: Infra,
         assert await report_rows(store.engine, work.assignment_id) == [
             (date(2495, 1, 1), date(2495, 4, 10))]
 
-        before = extended_metric((await client.get("/metrics")).text)
+        before = metric_value((await client.get("/metrics")).text, EXTENDED)
         response = await client.post("/v1/reminders/run", params={"as_of": "2495-12-11"})
         assert response.status_code == 200, response.text
         answer = response.json()
-        after = extended_metric((await client.get("/metrics")).text)
+        after = metric_value((await client.get("/metrics")).text, EXTENDED)
     assert answer["report_dates_extended"] >= 1 and answer["report_dates_ms"] >= 0
     assert after - before == answer["report_dates_extended"], "counted for the operators"
     assert (date(2496, 1, 10), 30) in await ledger_reports(store.engine, work.assignment_id)

@@ -18,7 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from aiosmtpd.controller import Controller
@@ -201,83 +201,100 @@ def check_delivered(mails: list[Mail], rows: list[dict[str, Any]], work: list[As
             tuple(sorted(k for k in expected if k[0] == recipient))}
 
 
-async def test_slow_within_the_timeout_every_digest_once(infra: Infra) -> None:
-    handler = SlowServer(data_delay=0.6)
-    port = free_port()
-    tag = unique("smtp-slow-ok")
-    domain, agencies, work = world(tag, date(2081, 3, 31), 3)
-    settings = settings_for(infra, tag, domain, port, timeout=5.0)
+class Book(NamedTuple):
+    """A running notifier (SMTP on ``port``) whose book holds one test's world."""
+
+    domain: str
+    agencies: list[Agency]
+    work: list[Assignment]
+    settings: NotifierSettings
+    port: int
+    engine: AsyncEngine
+    client: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def notifier_with_book(infra: Infra, prefix: str, due: date, agencies: int,
+                             timeout: float, handler: SlowServer | None = None
+                             ) -> AsyncIterator[Book]:
+    """A notifier on a free SMTP port (served by ``handler`` if given) with the book
+    loaded; the engine is disposed of on the way out."""
+    port, tag = free_port(), unique(prefix)
+    domain, found, work = world(tag, due, agencies)
+    settings = settings_for(infra, tag, domain, port, timeout)
     engine = create_async_engine(infra.database_url)
     try:
-        with smtp_server(handler, port):
+        with smtp_server(handler, port) if handler is not None else contextlib.nullcontext():
             async with running(build_app(settings), infra.coordinator_token()) as client:
-                await load_book(infra, settings, engine, agencies, work)
-
-                report = await run_pass(client, WITHIN)
-                sent = mine(report["sent"], domain)
-                assert sorted(d["recipient"] for d in sent) == sorted(
-                    a.emails[0] for a in agencies)
-                assert {d["attempts"] for d in sent} == {1}
-                assert mine(report["retrying"], domain) == []
-                assert mine(report["failed"], domain) == []
-                rows = await ledger(client, agencies)
-                assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
-
-                # Running the day again sends nothing.
-                again = await run_pass(client, WITHIN)
-                assert mine(again["sent"] + again["retrying"] + again["failed"], domain) == []
+                await load_book(infra, settings, engine, found, work)
+                yield Book(domain, found, work, settings, port, engine, client)
     finally:
         await engine.dispose()
+
+
+async def delivered(client: httpx.AsyncClient, agencies: list[Agency]
+                    ) -> list[dict[str, Any]]:
+    rows = await ledger(client, agencies)
+    return rows if all(r["status"] == "sent" for r in rows) else []
+
+
+async def test_slow_within_the_timeout_every_digest_once(infra: Infra) -> None:
+    handler = SlowServer(data_delay=0.6)
+    async with notifier_with_book(infra, "smtp-slow-ok", date(2081, 3, 31), 3, timeout=5.0,
+                                  handler=handler) as book:
+        domain, agencies, client = book.domain, book.agencies, book.client
+        report = await run_pass(client, WITHIN)
+        sent = mine(report["sent"], domain)
+        assert sorted(d["recipient"] for d in sent) == sorted(
+            a.emails[0] for a in agencies)
+        assert {d["attempts"] for d in sent} == {1}
+        assert mine(report["retrying"], domain) == []
+        assert mine(report["failed"], domain) == []
+        rows = await ledger(client, agencies)
+        assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+
+        # Running the day again sends nothing.
+        again = await run_pass(client, WITHIN)
+        assert mine(again["sent"] + again["retrying"] + again["failed"], domain) == []
     assert handler.slow_answers == len(agencies), "every answer took its time"
-    check_delivered(handler.mails(domain), rows, work, WITHIN, settings)
+    check_delivered(handler.mails(domain), rows, book.work, WITHIN, book.settings)
     assert {m.message_id for m in handler.mails(domain)} == {d["message_id"] for d in sent}
 
 
 async def test_slower_than_the_timeout_retried_until_delivered(infra: Infra) -> None:
     handler = SlowServer(data_delay=1.5)
-    port = free_port()
-    tag = unique("smtp-slow-late")
-    domain, agencies, work = world(tag, date(2082, 3, 31), 2)
-    settings = settings_for(infra, tag, domain, port, timeout=0.5)
-    engine = create_async_engine(infra.database_url)
-    try:
-        with smtp_server(handler, port):
-            async with running(build_app(settings), infra.coordinator_token()) as client:
-                await load_book(infra, settings, engine, agencies, work)
-                retried_before = emails_total((await client.get("/metrics")).text, "retried")
+    async with notifier_with_book(infra, "smtp-slow-late", date(2082, 3, 31), 2, timeout=0.5,
+                                  handler=handler) as book:
+        domain, agencies, client = book.domain, book.agencies, book.client
+        retried_before = emails_total((await client.get("/metrics")).text, "retried")
 
-                report = await run_pass(client, BEYOND)
-                assert mine(report["sent"], domain) == []
-                assert mine(report["failed"], domain) == []
-                retrying = mine(report["retrying"], domain)
-                assert {d["recipient"] for d in retrying} == {a.emails[0] for a in agencies}
-                assert all("no answer to the message" in d["error"] for d in retrying), retrying
+        report = await run_pass(client, BEYOND)
+        assert mine(report["sent"], domain) == []
+        assert mine(report["failed"], domain) == []
+        retrying = mine(report["retrying"], domain)
+        assert {d["recipient"] for d in retrying} == {a.emails[0] for a in agencies}
+        assert all("no answer to the message" in d["error"] for d in retrying), retrying
 
-                async def retried() -> bool:
-                    rows = await ledger(client, agencies)
-                    assert {r["status"] for r in rows} == {"pending"}, rows
-                    assert all(r["last_error"] for r in rows)
-                    return len(rows) == len(agencies) and all(r["attempts"] >= 2 for r in rows)
+        async def retried() -> bool:
+            rows = await ledger(client, agencies)
+            assert {r["status"] for r in rows} == {"pending"}, rows
+            assert all(r["last_error"] for r in rows)
+            return len(rows) == len(agencies) and all(r["attempts"] >= 2 for r in rows)
 
-                # Still slow: the digests wait and are tried again, every attempt counted.
-                await eventually(retried, timeout=30, what="every digest retried")
-                await check_backing_off(engine, domain)
-                metrics = (await client.get("/metrics")).text
-                assert emails_total(metrics, "retried") >= retried_before + 2 * len(agencies)
+        # Still slow: the digests wait and are tried again, every attempt counted.
+        await eventually(retried, timeout=30, what="every digest retried")
+        await check_backing_off(book.engine, domain)
+        metrics = (await client.get("/metrics")).text
+        assert emails_total(metrics, "retried") >= retried_before + 2 * len(agencies)
 
-                handler.data_delay = 0.0  # fast again
+        handler.data_delay = 0.0  # fast again
 
-                async def delivered() -> list[dict[str, Any]]:
-                    rows = await ledger(client, agencies)
-                    return rows if all(r["status"] == "sent" for r in rows) else []
-
-                rows = await eventually(delivered, timeout=30, what="every digest delivered")
-                # The copies the server took after the notifier gave up are all in.
-                await eventually(lambda: _idle(handler), timeout=30, what="the server idle")
-    finally:
-        await engine.dispose()
+        rows = await eventually(lambda: delivered(client, agencies), timeout=30,
+                                what="every digest delivered")
+        # The copies the server took after the notifier gave up are all in.
+        await eventually(lambda: _idle(handler), timeout=30, what="the server idle")
     mails = handler.mails(domain)
-    check_delivered(mails, rows, work, BEYOND, settings, copies_at_most=True)
+    check_delivered(mails, rows, book.work, BEYOND, book.settings, copies_at_most=True)
     # Each slow attempt left a copy at the server: the duplicates happened, and carry the
     # first copy's Message-ID (checked above), so the receiving MTA can drop them.
     assert all(sum(m.to == a.emails[0] for m in mails) >= 2 for a in agencies), [
@@ -301,50 +318,40 @@ async def check_backing_off(engine: AsyncEngine, domain: str) -> None:
 
 
 async def test_a_stalled_server_holds_nothing_up(infra: Infra) -> None:
-    port = free_port()
-    tag = unique("smtp-stall")
-    domain, agencies, work = world(tag, date(2083, 3, 31), 2)
-    settings = settings_for(infra, tag, domain, port, timeout=0.75)
-    engine = create_async_engine(infra.database_url)
-    try:
-        async with running(build_app(settings), infra.coordinator_token()) as client:
-            await load_book(infra, settings, engine, agencies, work)
+    async with notifier_with_book(infra, "smtp-stall", date(2083, 3, 31), 2,
+                                  timeout=0.75) as book:
+        domain, agencies, client, port = book.domain, book.agencies, book.client, book.port
 
-            # No greeting: each attempt ends at its timeout, the pass ends, nothing is lost.
-            async with silent_server(port):
-                report = await run_pass(client, STALLED)
-                assert mine(report["sent"], domain) == []
-                assert mine(report["failed"], domain) == []
-                assert {d["recipient"] for d in mine(report["retrying"], domain)} == {
-                    a.emails[0] for a in agencies}
+        # No greeting: each attempt ends at its timeout, the pass ends, nothing is lost.
+        async with silent_server(port):
+            report = await run_pass(client, STALLED)
+            assert mine(report["sent"], domain) == []
+            assert mine(report["failed"], domain) == []
+            assert {d["recipient"] for d in mine(report["retrying"], domain)} == {
+                a.emails[0] for a in agencies}
+            rows = await ledger(client, agencies)
+            assert {r["status"] for r in rows} == {"pending"}
+            attempts = {r["recipient"]: r["attempts"] for r in rows}
+            assert min(attempts.values()) >= 1
+
+        # Greets, then never answers MAIL: still waiting, still tried.
+        stalling = SlowServer(stall_mail=True)
+        with smtp_server(stalling, port):
+            async def tried_again() -> bool:
                 rows = await ledger(client, agencies)
-                assert {r["status"] for r in rows} == {"pending"}
-                attempts = {r["recipient"]: r["attempts"] for r in rows}
-                assert min(attempts.values()) >= 1
+                assert {r["status"] for r in rows} == {"pending"}, rows
+                return all(r["attempts"] > attempts[r["recipient"]] for r in rows) \
+                    and stalling.stalled_mails >= len(agencies)
 
-            # Greets, then never answers MAIL: still waiting, still tried.
-            stalling = SlowServer(stall_mail=True)
-            with smtp_server(stalling, port):
-                async def tried_again() -> bool:
-                    rows = await ledger(client, agencies)
-                    assert {r["status"] for r in rows} == {"pending"}, rows
-                    return all(r["attempts"] > attempts[r["recipient"]] for r in rows) \
-                        and stalling.stalled_mails >= len(agencies)
+            await eventually(tried_again, timeout=30, what="every digest tried again")
+        assert stalling.accepted == []
 
-                await eventually(tried_again, timeout=30, what="every digest tried again")
-            assert stalling.accepted == []
-
-            # A working server on the same port: all delivered.
-            working = SlowServer()
-            with smtp_server(working, port):
-                async def delivered() -> list[dict[str, Any]]:
-                    rows = await ledger(client, agencies)
-                    return rows if all(r["status"] == "sent" for r in rows) else []
-
-                rows = await eventually(delivered, timeout=30, what="every digest delivered")
-    finally:
-        await engine.dispose()
+        # A working server on the same port: all delivered.
+        working = SlowServer()
+        with smtp_server(working, port):
+            rows = await eventually(lambda: delivered(client, agencies), timeout=30,
+                                    what="every digest delivered")
     # No message ever reached the stalled servers: exactly one copy each.
-    check_delivered(working.mails(domain), rows, work, STALLED, settings,
+    check_delivered(working.mails(domain), rows, book.work, STALLED, book.settings,
                     copies_at_most=True)
     assert sorted(m.to for m in working.mails(domain)) == sorted(a.emails[0] for a in agencies)

@@ -1,4 +1,5 @@
-"""A tracker app per test module, on the session's real broker and PostgreSQL."""
+"""A tracker app per test module, on the session's real broker and PostgreSQL; an engine
+per test."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.main import build_app
 from services.tracker.settings import TrackerSettings
+from shared.db import make_engine
 from tests.conftest import Infra, running, unique
 
 
@@ -33,3 +36,10 @@ async def tracker(infra: Infra) -> AsyncIterator[Tracker]:
     app = build_app(settings)
     async with running(app, infra.coordinator_token()) as client:
         yield Tracker(app, client, settings, infra)
+
+
+@pytest.fixture
+async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(infra.database_url)
+    yield engine
+    await engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +14,27 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.tracker.repository import AGENCIES, ALIASES, ASSIGNMENTS, RECOMMENDATIONS
 from shared.events import RecommendationEvent
 from shared.executors import agency_key
+from shared.kafka import EventProducer, OutgoingRecord
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
+
+
+class UnacknowledgedOnce(EventProducer):
+    """The real producer, except that the first batch it is given is never acknowledged:
+    its records may reach the broker, but the relay learns of a failure."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, "test-relay")
+        self.failed = False
+
+    async def send(self, topic: str, records: Iterable[OutgoingRecord]
+                   ) -> list[asyncio.Future[object]]:
+        futures = await super().send(topic, records)
+        if self.failed:
+            return futures
+        self.failed = True
+        refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        refused.set_exception(ConnectionError("broker went away before acknowledging"))
+        return [*futures[:-1], refused]
 
 
 def plan_event(plan: str, number: str, executors: Any, *, text: str | None = None,

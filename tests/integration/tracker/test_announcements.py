@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.consumer import RecommendationConsumer
@@ -22,13 +21,14 @@ from services.tracker.main import build_app
 from services.tracker.repository import TrackerRepository
 from services.tracker.settings import TrackerSettings
 from shared.clock import Clock
-from shared.db import make_engine, make_sessionmaker
+from shared.db import make_sessionmaker
 from shared.events import AssignmentEvent, AssignmentEventType, RecommendationEvent
 from shared.ids import assignment_event_id
-from shared.kafka import OutgoingRecord, ensure_topics
+from shared.kafka import OutgoingRecord, ensure_topics, json_record
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
 from tests.integration.tracker.support import (
+    UnacknowledgedOnce,
     count_recommendations,
     distinct_events,
     encoded,
@@ -36,16 +36,8 @@ from tests.integration.tracker.support import (
     produce,
     published,
 )
-from tests.integration.tracker.test_relay_failure import UnacknowledgedOnce
 
 TODAY = date(2009, 6, 1)
-
-
-@pytest.fixture
-async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(infra.database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def ingest(engine: AsyncEngine, events: list[RecommendationEvent]
@@ -130,9 +122,8 @@ async def test_announcing_waits_until_the_broker_acknowledges(infra: Infra) -> N
                                             "due": "2009-12-31"},
                                   due_dates=[], type=AssignmentEventType.CREATED)
                   for n in range(20)]
-        records: list[OutgoingRecord] = [
-            (str(e.assignment_id).encode(), e.model_dump_json().encode(),
-             [("x-event-id", str(e.event_id).encode())]) for e in events]
+        records = [json_record(str(e.assignment_id), e.model_dump_json(), e.event_id)
+                   for e in events]
         await consumer.announce(records)
         assert producer.failed, "the first attempt was refused"
     finally:

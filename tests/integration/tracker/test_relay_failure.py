@@ -5,9 +5,7 @@ with their session."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
@@ -16,37 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.tracker.outbox import OutboxRelay
 from services.tracker.repository import OUTBOX, TrackerRepository
-from shared.db import make_engine, make_sessionmaker
+from shared.db import make_sessionmaker
 from shared.events import AgencyEvent
-from shared.kafka import EventProducer, OutgoingRecord, ensure_topics
+from shared.kafka import ensure_topics
 from tests.conftest import Infra, unique
-from tests.integration.tracker.support import distinct_events, published
-
-
-class UnacknowledgedOnce(EventProducer):
-    """The real producer, except that the first batch it is given is never acknowledged:
-    its records may reach the broker, but the relay learns of a failure."""
-
-    def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap, "test-relay")
-        self.failed = False
-
-    async def send(self, topic: str, records: Iterable[OutgoingRecord]
-                   ) -> list[asyncio.Future[object]]:
-        futures = await super().send(topic, records)
-        if self.failed:
-            return futures
-        self.failed = True
-        refused: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        refused.set_exception(ConnectionError("broker went away before acknowledging"))
-        return [*futures[:-1], refused]
-
-
-@pytest.fixture
-async def engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(infra.database_url)
-    yield engine
-    await engine.dispose()
+from tests.integration.tracker.support import UnacknowledgedOnce, distinct_events, published
 
 
 async def backlog(engine: AsyncEngine, keys: list[str]) -> int:
