@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from shared.deadlines import Deadline
 from shared.events import DueDate, RecommendationEvent, Source, latest_per_key
 from shared.executors import Executor
+from shared.ids import random_uuid
 from shared.inputs import json_depth_exceeded, utf8_text
 from shared.plan_parser import PlanAction
 from shared.recommendations import RECOMMENDATION_ADAPTER, event_content
@@ -121,15 +122,13 @@ def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if not text or text.isspace():
         raise BadRequest("body is empty: expected a JSON recommendation or {\"items\": [...]}")
     try:
-        value = json.loads(text)
+        value = orjson.loads(text)  # a JSONDecodeError as json's, at a quarter of its time
     except json.JSONDecodeError as exc:
+        if "depth limit" in exc.msg:  # orjson stops at 1024 levels
+            raise BadRequest(f"body is nested deeper than {max_depth} levels") from exc
         raise BadRequest(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
-    except RecursionError as exc:  # the C decoder gives up on absurd nesting
-        raise BadRequest(f"body is nested deeper than {max_depth} levels") from exc
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise BadRequest(f"body is not usable JSON: {exc}") from exc
     if json_depth_exceeded(value, max_depth):
         raise BadRequest(f"body is nested deeper than {max_depth} levels")
     return value
@@ -181,7 +180,7 @@ class Submission:
     """
 
     schema_version: Literal[1] = 1
-    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = field(default_factory=random_uuid)
     occurred_at: datetime = field(default_factory=_now)
     type: Literal["recommendation.submitted"] = "recommendation.submitted"
     recommendation_id: uuid.UUID

@@ -45,6 +45,11 @@ class NotifierSettings(ServiceSettings):
     # Topics: the defaults are the contract; tests give their runs their own topics.
     assignments_topic: str = TOPIC_ASSIGNMENTS
     agencies_topic: str = TOPIC_AGENCIES
+    # Longer than the tracker's: the notifier's view has to be current by the next pass, not
+    # within milliseconds, and the dev broker answers an idle fetch only when the wait runs
+    # out, so a short wait keeps broker and notifier polling (20 ms: 4% of a core each, at
+    # rest; bench/pipeline: 540 -> 510 us of CPU per recommendation).
+    kafka_fetch_max_wait_ms: int = 250
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
