@@ -112,10 +112,7 @@ async def assignment_detail(session: AsyncSession, assignment_id: uuid.UUID,
     reports = (await session.execute(
         select(REPORTS).where(REPORTS.c.assignment_id == assignment_id)
         .order_by(REPORTS.c.submitted_at))).mappings().all()
-    history = (await session.execute(
-        select(HISTORY.c.action, HISTORY.c.actor, HISTORY.c.data, HISTORY.c.at)
-        .where(HISTORY.c.entity == "assignment", HISTORY.c.entity_id == assignment_id)
-        .order_by(HISTORY.c.id))).mappings().all()
+    history = await assignment_history(session, assignment_id, row["recommendation_id"])
     # Reports are owed while the assignment is open: up to today, or to when it closed.
     until = row["closed_at"].date() if row["closed_at"] else today
     periods = report_periods(row["active_from"], min(until, today),
@@ -125,8 +122,28 @@ async def assignment_detail(session: AsyncSession, assignment_id: uuid.UUID,
         "text": row["text"], "deadline": row["deadline"], "due_dates": row["due_dates"],
         "report_periods": [vars(p) for p in periods],
         "reports": [dict(r) for r in reports],
-        "history": [dict(h) for h in history],
+        "history": history,
     }
+
+
+async def assignment_history(session: AsyncSession, assignment_id: uuid.UUID,
+                             recommendation_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The assignment's audit entries, oldest first. Its creation is recorded in the entry
+    of the recommendation change that created it (``data.assignments``, one entry per
+    change, not one per assignment) and is shown here as the assignment's "created"."""
+    key = str(assignment_id)
+    rows = (await session.execute(
+        select(HISTORY.c.entity, HISTORY.c.action, HISTORY.c.actor, HISTORY.c.data,
+               HISTORY.c.at)
+        .where(or_(and_(HISTORY.c.entity == "assignment", HISTORY.c.entity_id == assignment_id),
+                   and_(HISTORY.c.entity == "recommendation",
+                        HISTORY.c.entity_id == recommendation_id,
+                        HISTORY.c.data["assignments"].has_key(key))))
+        .order_by(HISTORY.c.id))).mappings().all()
+    return [{"action": "created", "actor": r["actor"], "data": r["data"]["assignments"][key],
+             "at": r["at"]} if r["entity"] == "recommendation" else
+            {"action": r["action"], "actor": r["actor"], "data": r["data"], "at": r["at"]}
+            for r in rows]
 
 
 # --- recommendations ------------------------------------------------------------------------

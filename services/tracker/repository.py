@@ -340,17 +340,26 @@ class TrackerRepository:
             {"recommendation_id": e.recommendation_id, "version": versions[e.recommendation_id],
              "content_hash": e.content_hash, "payload": row["payload"], "created_at": now}
             for e, row in zip(changed, rec_rows, strict=True)])
-        for e in changed:
-            self.add_history("recommendation", e.recommendation_id,
-                             "created" if e.recommendation_id not in existing else "updated",
-                             e.submitted_by, {"version": versions[e.recommendation_id],
-                                              "content_hash": e.content_hash,
-                                              "event_id": str(e.event_id)})
         encoded = {row["id"]: (orjson.Fragment(row["deadline"]), orjson.Fragment(row["due_dates"]))
                    for row in rec_rows}
-        await self._upsert_assignments(changed, claims, agencies, today, now, result, encoded,
-                                       [e.recommendation_id for e in changed
-                                        if e.recommendation_id in existing])
+        first_entry = len(self._history_rows)
+        created = await self._upsert_assignments(
+            changed, claims, agencies, today, now, result, encoded,
+            [e.recommendation_id for e in changed if e.recommendation_id in existing])
+        # One entry per recommendation change, with the assignments it created (read back as
+        # each one's "created" entry, see queries.assignment_history), ahead of the entries
+        # its assignments' other changes made.
+        entries_before = self._history_rows[first_entry:]
+        del self._history_rows[first_entry:]
+        for e in changed:
+            data = {"version": versions[e.recommendation_id], "content_hash": e.content_hash,
+                    "event_id": str(e.event_id)}
+            if e.recommendation_id in created:
+                data["assignments"] = created[e.recommendation_id]
+            self.add_history("recommendation", e.recommendation_id,
+                             "created" if e.recommendation_id not in existing else "updated",
+                             e.submitted_by, data)
+        self._history_rows += entries_before
         return result
 
     @staticmethod
@@ -373,9 +382,10 @@ class TrackerRepository:
         agencies: dict[str, dict[str, Any]], today: date, now: datetime, result: IngestResult,
         encoded: dict[uuid.UUID, tuple[orjson.Fragment, orjson.Fragment]],
         stored_before: list[uuid.UUID],
-    ) -> None:
+    ) -> dict[uuid.UUID, dict[str, dict[str, str]]]:
         """``stored_before``: the recommendations that existed before this batch, the only
-        ones that can have assignments yet."""
+        ones that can have assignments yet. Returns the assignments created, per
+        recommendation: {assignment id: {agency_id, role, named_as}}, for its history entry."""
         current = {row["id"]: row for row in
                    await self.assignments_of(stored_before, for_update=True)}
         reported = await self.reported_periods(list(current))
@@ -389,6 +399,7 @@ class TrackerRepository:
         by_rec: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
         for a in current.values():
             by_rec[a["recommendation_id"]].add(a["id"])
+        created: dict[uuid.UUID, dict[str, dict[str, str]]] = defaultdict(dict)
         agency_of = {k: a["id"] for k, a in agencies.items()}
         agency_by_id = {a["id"]: a for a in agencies.values()}
         for event in changed:
@@ -436,9 +447,8 @@ class TrackerRepository:
                                          moved)
                 else:
                     result.assignments_created += 1
-                    self.add_history("assignment", aid, "created", event.submitted_by,
-                                     {"agency_id": str(agency_id), "role": role,
-                                      "named_as": claim.name})
+                    created[event.recommendation_id][str(aid)] = {
+                        "agency_id": str(agency_id), "role": role, "named_as": claim.name}
             # Agencies no longer named by the new version: their open assignment is cancelled.
             for dropped in sorted(by_rec[event.recommendation_id] - wanted):
                 before = current[dropped]
@@ -465,6 +475,7 @@ class TrackerRepository:
                 row, event_type=kind, source=event.source.value, reference=event.reference,
                 text=event.text, deadline=deadline, due_dates=due_dates,
                 reported=reported.get(row["id"], []), previous_status=previous))
+        return created
 
     async def assignments_of(self, recommendation_ids: list[uuid.UUID], *,
                              for_update: bool = False) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from services.tracker.queries import assignment_history
 from services.tracker.repository import HISTORY, RECOMMENDATIONS, VERSIONS
 from tests.conftest import unique
 from tests.helpers import eventually
@@ -91,6 +92,58 @@ async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
     assert set(by_agency) == {"Ministry of Justice", "Supreme Court"}
     assert by_agency["Ministry of Justice"]["version"] == 2
     assert by_agency["Supreme Court"]["version"] == 1
+
+
+
+async def test_one_history_entry_per_change_names_the_assignments_it_created(
+        tracker: Tracker) -> None:
+    plan = unique("plan")
+    v1 = plan_event(plan, "1", "Ministry of Justice, Prosecutor General", text="Draft a law")
+    v2 = plan_event(plan, "1", "Ministry of Justice, Prosecutor General, Supreme Court",
+                    text="Draft and adopt a law")
+    rid = v1.recommendation_id
+    topic = tracker.settings.recommendations_topic
+    await produce(tracker.infra.bootstrap, topic, encoded([v1]))
+    await stored(tracker, [rid])
+    first = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
+    await produce(tracker.infra.bootstrap, topic, encoded([v2]))
+
+    async def version_two() -> bool:
+        return (await rec_row(tracker, rid))["version"] == 2
+    await eventually(version_two, what="version 2 stored")
+    every = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
+    court = every["Supreme Court"]
+    async with tracker.sessions() as session:
+        entries = (await session.execute(
+            select(HISTORY.c.entity, HISTORY.c.entity_id, HISTORY.c.action, HISTORY.c.data)
+            .where(HISTORY.c.entity_id.in_([rid, *(a["id"] for a in every.values())]))
+            .order_by(HISTORY.c.id))).mappings().all()
+        histories = {name: await assignment_history(session, a["id"], rid)
+                     for name, a in every.items()}
+    # Two changes, two entries, each naming the assignments it created; none per assignment.
+    assert [(e["entity"], e["entity_id"], e["action"]) for e in entries] == [
+        ("recommendation", rid, "created"), ("recommendation", rid, "updated")]
+    assert entries[0]["data"]["assignments"] == {
+        str(a["id"]): {"agency_id": str(a["agency_id"]), "role": a["role"],
+                       "named_as": name} for name, a in first.items()}
+    assert entries[1]["data"]["assignments"] == {str(court["id"]): {
+        "agency_id": str(court["agency_id"]), "role": "co", "named_as": "Supreme Court"}}
+    # Each assignment's own history shows its creation, from the change that made it.
+    for name, history in histories.items():
+        assert [(h["action"], h["actor"]) for h in history] == [("created", "test")], name
+        assert history[0]["data"]["named_as"] == name
+        assert history[0]["data"]["agency_id"] == str(every[name]["agency_id"])
+    # Entries written before creations moved into the recommendation's (one per
+    # assignment) read as they did.
+    justice = every["Ministry of Justice"]
+    async with tracker.sessions() as session, session.begin():
+        await session.execute(HISTORY.insert().values(
+            entity="assignment", entity_id=justice["id"], action="reopened", actor="earlier",
+            data={"status": "not_started"}))
+    async with tracker.sessions() as session:
+        history = await assignment_history(session, justice["id"], rid)
+    assert [(h["action"], h["actor"]) for h in history] == [
+        ("created", "test"), ("reopened", "earlier")]
 
 
 async def test_executor_names_resolve_through_aliases(tracker: Tracker) -> None:
