@@ -84,8 +84,7 @@ def test_rejections_of_a_csv_are_rows() -> None:
 def test_json_body_errors() -> None:
     with pytest.raises(BadRequest, match=r"not UTF-8: byte 0xff at offset 10 \(line 1\)"):
         parse_json_body(b'{"text": "\xff"}')
-    with pytest.raises(BadRequest, match="not valid JSON: unexpected character, expected a "
-                                         "JSON value at line 1 column 1"):
+    with pytest.raises(BadRequest, match="not valid JSON: Expecting value at line 1 column 1"):
         parse_json_body(b"hello")
     with pytest.raises(BadRequest, match="empty"):
         parse_json_body(b"  ")
@@ -94,8 +93,7 @@ def test_json_body_errors() -> None:
                                                  ]]]]]]]]]]]}).encode())
     with pytest.raises(BadRequest, match="nested deeper"):
         parse_json_body(b"[" * 200_000 + b"]" * 200_000)
-    with pytest.raises(BadRequest, match="not valid JSON: number is infinity when parsed as "
-                                         "double at line 1 column 11"):
+    with pytest.raises(BadRequest, match="not usable JSON: Exceeds the limit"):
         parse_json_body(b'{"cycle": ' + b"1" * 5000 + b"}")
     assert parse_json_body("\ufeff{\"a\": 1}".encode()) == {"a": 1}
 

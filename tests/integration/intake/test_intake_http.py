@@ -152,8 +152,7 @@ MALFORMED = [
     ("absurdly nested JSON", _deep(50_000).encode(), 400, "nested deeper than 32 levels"),
     ("non-UTF-8 body", b'{"source": "upr", "text": "caf\xe9"}', 400,
      "body is not UTF-8: byte 0xe9 at offset 30"),
-    ("not JSON", b"source=upr&text=hello", 400,
-     "body is not valid JSON: unexpected character, expected a JSON value at line 1 column 1"),
+    ("not JSON", b"source=upr&text=hello", 400, "body is not valid JSON: Expecting value"),
     ("empty body", b"", 400, "body is empty"),
 ]
 
