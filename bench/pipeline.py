@@ -249,7 +249,7 @@ async def raw_database(pool: asyncpg.Pool, items: list[dict[str, Any]], *,
                        tables: tuple[str, ...] = RAW_TABLES, like_tracker: bool = True) -> float:
     """Recommendations/s that asyncpg executemany stores, one transaction, of the rows the
     tracker writes per recommendation: its row, its version, one assignment per agency and
-    the history entries (the recommendation's and each assignment's), or the `tables` given
+    its history entry (naming the assignments it created), or the `tables` given
     of these. `like_tracker`: into tables with the tracker's columns, indexes and logging;
     otherwise into unlogged tables without indexes (what this machine can do with no index
     or WAL to maintain)."""
@@ -273,12 +273,12 @@ async def raw_database(pool: asyncpg.Pool, items: list[dict[str, Any]], *,
             for e in events for x in e.executors],
         "history": [
             ("recommendation", e.recommendation_id, "created", "bench",
-             json.dumps({"version": 1, "content_hash": e.content_hash}), now)
-            for e in events] + [
-            ("assignment", uuid.uuid4(), "created", "bench",
-             json.dumps({"agency_id": str(uuid.uuid4()), "role": x.role.value,
-                         "named_as": x.name}), now)
-            for e in events for x in e.executors],
+             json.dumps({"version": 1, "content_hash": e.content_hash,
+                         "event_id": str(e.event_id), "assignments": {
+                             str(uuid.uuid4()): {"agency_id": str(uuid.uuid4()),
+                                                 "role": x.role.value, "named_as": x.name}
+                             for x in e.executors}}), now)
+            for e in events],
     }
     inserts = {
         "recommendations": "INSERT INTO bench_recommendations VALUES ($1,$2,$3,$4::jsonb,$5,"
