@@ -1,4 +1,5 @@
-"""Deterministic ids: the same natural key always gives the same id."""
+"""Ids: deterministic ones (the same natural key always gives the same id) and random
+event ids."""
 
 from __future__ import annotations
 
@@ -72,5 +73,11 @@ def random_uuid() -> uuid.UUID:
     return uuid.UUID(bytes=block, version=4)
 
 
-# A forked child must not hand out the ids its parent has left in its buffer.
-os.register_at_fork(after_in_child=_buffers.__dict__.clear)
+def _forget_buffers() -> None:
+    # A forked child must not hand out the ids its parent has left in a buffer (whichever
+    # thread forked).
+    global _buffers
+    _buffers = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_buffers)

@@ -140,10 +140,10 @@ async def assignment_history(session: AsyncSession, assignment_id: uuid.UUID,
                         HISTORY.c.entity_id == recommendation_id,
                         HISTORY.c.data["assignments"].has_key(key))))
         .order_by(HISTORY.c.id))).mappings().all()
-    return [{"action": "created", "actor": r["actor"], "data": r["data"]["assignments"][key],
-             "at": r["at"]} if r["entity"] == "recommendation" else
-            {"action": r["action"], "actor": r["actor"], "data": r["data"], "at": r["at"]}
-            for r in rows]
+    return [{"action": r["action"], "actor": r["actor"], "data": r["data"], "at": r["at"]}
+            if r["entity"] == "assignment" else
+            {"action": "created", "actor": r["actor"], "data": r["data"]["assignments"][key],
+             "at": r["at"]} for r in rows]
 
 
 # --- recommendations ------------------------------------------------------------------------

@@ -342,15 +342,11 @@ class TrackerRepository:
             for e, row in zip(changed, rec_rows, strict=True)])
         encoded = {row["id"]: (orjson.Fragment(row["deadline"]), orjson.Fragment(row["due_dates"]))
                    for row in rec_rows}
-        first_entry = len(self._history_rows)
         created = await self._upsert_assignments(
             changed, claims, agencies, today, now, result, encoded,
             [e.recommendation_id for e in changed if e.recommendation_id in existing])
         # One entry per recommendation change, with the assignments it created (read back as
-        # each one's "created" entry, see queries.assignment_history), ahead of the entries
-        # its assignments' other changes made.
-        entries_before = self._history_rows[first_entry:]
-        del self._history_rows[first_entry:]
+        # each one's "created" entry, see queries.assignment_history).
         for e in changed:
             data = {"version": versions[e.recommendation_id], "content_hash": e.content_hash,
                     "event_id": str(e.event_id)}
@@ -359,7 +355,6 @@ class TrackerRepository:
             self.add_history("recommendation", e.recommendation_id,
                              "created" if e.recommendation_id not in existing else "updated",
                              e.submitted_by, data)
-        self._history_rows += entries_before
         return result
 
     @staticmethod
