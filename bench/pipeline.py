@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
+import signal
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -316,6 +320,19 @@ async def notifier_caught_up(pool: asyncpg.Pool, assignments: int) -> float:
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def paused(pid: int | None) -> Iterator[None]:
+    """SIGSTOP the process for the block, then SIGCONT (None: nothing to pause)."""
+    if pid is None:
+        yield
+        return
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -332,7 +349,12 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
             cpu_before = cpu.cpu_seconds()
             print(f"pipeline: pushing {args.n} recommendations ({expected} assignments) "
                   f"in batches of {args.batch}, {args.concurrency} at a time")
-            result = await push_all(stack, items, expected, args.batch, args.concurrency, pool)
+            if args.pause_notifier:
+                print("  DIAGNOSTIC: the notifier is stopped (SIGSTOP) during the push; these "
+                      "figures are the intake-tracker path alone, not the target's")
+            with paused(service_pids(stack)["notifier"] if args.pause_notifier else None):
+                result = await push_all(stack, items, expected, args.batch, args.concurrency,
+                                        pool)
             print(f"  {result.rec_per_s:,.0f} recommendations/s, "
                   f"{result.assignments_per_s:,.0f} assignments/s end to end "
                   f"({result.recommendations} recommendations, {result.assignments} "
@@ -384,6 +406,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="latency phase requests/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--raw-n", type=int, default=50_000)
+    parser.add_argument(
+        "--pause-notifier", action="store_true",
+        help="diagnostic: stop the notifier process during the push (it resumes and catches "
+             "up before the latency phase), to see what intake and the tracker do without "
+             "it competing for the same cores; not a measure of the target")
+
+
+def summary(args: argparse.Namespace, figures: dict[str, float]) -> str:
+    """The pipeline's part of the one-line summary (labelled when it was a diagnostic)."""
+    label = "pipeline (notifier paused)" if args.pause_notifier else "pipeline"
+    return (f"{label}: {figures['rec_per_s']:.0f} rec/s, ratio {figures['ratio']:.2f}, "
+            f"p99 {figures['p99_ms']:.0f} ms")
 
 
 def main() -> None:
@@ -393,8 +427,7 @@ def main() -> None:
     print(machine())
     with fresh_stack() as stack:
         figures = asyncio.run(run(args, stack))
-    print(f"pipeline: {figures['rec_per_s']:.0f} rec/s, ratio {figures['ratio']:.2f}, "
-          f"p99 {figures['p99_ms']:.0f} ms")
+    print(summary(args, figures))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ def main() -> None:
                                        as_of=args.as_of)
     with fresh_stack({"HRTRACK_PASS_INTERVAL_SECONDS": "0"}) as stack:
         rem = asyncio.run(reminders.run(reminder_args, stack))
-    print(f"pipeline: {pipe['rec_per_s']:.0f} rec/s, ratio {pipe['ratio']:.2f}, "
-          f"p99 {pipe['p99_ms']:.0f} ms; reminders: due-set {rem['due_set_ms']:.0f} ms")
+    print(f"{pipeline.summary(args, pipe)}; reminders: due-set {rem['due_set_ms']:.0f} ms")
 
 
 if __name__ == "__main__":
