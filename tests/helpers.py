@@ -7,7 +7,6 @@ import asyncio
 import email
 import email.policy
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -18,6 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from hrtrack.stack import ManagedProcess, service_process
+from tests.conftest import unique
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ async def read_records(bootstrap: str, topic: str, count: int, timeout: float = 
                        ) -> list[Any]:
     """The first `count` records of a topic (all partitions), read by a new group."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                group_id=f"read-{uuid.uuid4().hex[:8]}",
+                                group_id=unique("read"),
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 session_timeout_ms=2000, heartbeat_interval_ms=300)
     await consumer.start()

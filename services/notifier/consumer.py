@@ -184,14 +184,6 @@ class DueRows:
         rows += [(aid, REPORT, due, start, agency, status, role) for start, due in reports]
         return rows
 
-    def __call__(self, event: AssignmentEvent, window: tuple[date, date]
-                 ) -> tuple[list[tuple[Any, ...]], date | None, date | None]:
-        """The rows of one assignment with report rows due within ``window``, and its
-        reports_from and reports_until."""
-        plan = self.plan(event, window)
-        _reports, since, until = plan[2]
-        return self.rows(event, plan), since, until
-
 
 def assignment_rows(events: list[AssignmentEvent], plans: list[DuePlan]
                     ) -> list[tuple[Any, ...]]:

@@ -1,7 +1,8 @@
 """The tracker's database adapter: bulk ingest, agency resolution, outbox writes.
 
 Every method runs inside the caller's transaction. The events of a change made over HTTP
-(reports, agencies) commit with it in the outbox, for the relay to publish. The assignment
+(reports, agencies), and of the agencies a batch creates from new executor names, commit
+with it in the outbox, for the relay to publish. The assignment
 events of an ingested batch are handed to the consumer instead (``announcements``), which
 publishes them once the transaction has committed and only then acknowledges the batch: a
 batch re-delivered after a crash announces its assignments again (see ``ingest``).
@@ -340,7 +341,7 @@ class TrackerRepository:
             {"recommendation_id": e.recommendation_id, "version": versions[e.recommendation_id],
              "content_hash": e.content_hash, "payload": row["payload"], "created_at": now}
             for e, row in zip(changed, rec_rows, strict=True)])
-        encoded = {row["id"]: (orjson.Fragment(row["deadline"]), orjson.Fragment(row["due_dates"]))
+        encoded = {row["id"]: dates_fragments(row["deadline"], row["due_dates"])
                    for row in rec_rows}
         created = await self._upsert_assignments(
             changed, claims, agencies, today, now, result, encoded,
@@ -361,11 +362,11 @@ class TrackerRepository:
     def _recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
         # JSON columns go to PostgreSQL as text (asyncpg's jsonb codec takes str); the
         # deadline and due dates are encoded once here and reused by the assignment events.
+        deadline, due_dates = dates_json(e)
         return {
             "id": e.recommendation_id, "source": e.source.value, "reference": e.reference,
             "natural_key": orjson.dumps(e.natural_key).decode(), "text": e.text,
-            "deadline": e.deadline.model_dump_json(),
-            "due_dates": DUE_DATES_JSON.dump_json(e.due_dates).decode(),
+            "deadline": deadline, "due_dates": due_dates,
             "executors": EXECUTORS_JSON.dump_json(e.executors).decode(),
             "payload": orjson.dumps(e.payload).decode(), "content_hash": e.content_hash,
             "version": 1, "needs_deadline": e.deadline.needs_deadline, "created_at": now,
@@ -465,11 +466,8 @@ class TrackerRepository:
             driver = await self.driver_connection()
             await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(known, ASSIGNMENT_COLUMNS))
         for row, event, kind, previous in announcements:
-            deadline, due_dates = encoded[event.recommendation_id]
-            self.announce(row["id"], assignment_event(
-                row, event_type=kind, source=event.source.value, reference=event.reference,
-                text=event.text, deadline=deadline, due_dates=due_dates,
-                reported=reported.get(row["id"], []), previous_status=previous))
+            self._announce_state(row, event, kind, encoded[event.recommendation_id],
+                                 reported.get(row["id"], []), previous)
         return created
 
     async def assignments_of(self, recommendation_ids: list[uuid.UUID], *,
@@ -491,16 +489,25 @@ class TrackerRepository:
         """Announce the current state of these recommendations' assignments (same event ids
         as when that state was first announced)."""
         by_recommendation = {e.recommendation_id: e for e in events}
+        encoded = {rid: dates_fragments(*dates_json(e)) for rid, e in by_recommendation.items()}
         rows = await self.assignments_of(list(by_recommendation))
         reported = await self.reported_periods([r["id"] for r in rows])
         for row in rows:
-            e = by_recommendation[row["recommendation_id"]]
-            self.announce(row["id"], assignment_event(
-                row, event_type=restated_event_type(row["version"], row["status"]),
-                source=e.source.value, reference=e.reference, text=e.text,
-                deadline=orjson.Fragment(e.deadline.model_dump_json()),
-                due_dates=orjson.Fragment(DUE_DATES_JSON.dump_json(e.due_dates)),
-                reported=reported.get(row["id"], [])))
+            rid = row["recommendation_id"]
+            self._announce_state(row, by_recommendation[rid],
+                                 restated_event_type(row["version"], row["status"]),
+                                 encoded[rid], reported.get(row["id"], []))
+
+    def _announce_state(self, row: dict[str, Any], event: RecommendationEvent,
+                        kind: AssignmentEventType, dates: tuple[orjson.Fragment, orjson.Fragment],
+                        reported: list[date], previous: AssignmentStatus | None = None) -> None:
+        """Announce an assignment row's state; ``dates``: its recommendation's deadline and
+        due dates as JSON (encoded once per recommendation)."""
+        deadline, due_dates = dates
+        self.announce(row["id"], assignment_event(
+            row, event_type=kind, source=event.source.value, reference=event.reference,
+            text=event.text, deadline=deadline, due_dates=due_dates, reported=reported,
+            previous_status=previous))
 
     async def reported_periods(self, assignment_ids: list[uuid.UUID]
                                ) -> dict[uuid.UUID, list[date]]:
@@ -524,6 +531,16 @@ class TrackerRepository:
             select(latest.c.assignment_id)
             .where(latest.c.status == AssignmentStatus.CANCELLED.value))).all()
         return {r.assignment_id for r in rows}
+
+
+def dates_json(e: RecommendationEvent) -> tuple[str, str]:
+    """A recommendation's deadline and due dates as JSON text."""
+    return e.deadline.model_dump_json(), DUE_DATES_JSON.dump_json(e.due_dates).decode()
+
+
+def dates_fragments(deadline: str, due_dates: str) -> tuple[orjson.Fragment, orjson.Fragment]:
+    """That JSON, to be embedded as is in the assignment events (``assignment_event``)."""
+    return orjson.Fragment(deadline), orjson.Fragment(due_dates)
 
 
 def _plain(value: Any) -> Any:

@@ -6,8 +6,10 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
+import pytest
 
 from bench.pipeline import add_arguments, paused, summary
 
@@ -26,30 +28,26 @@ def wait_for(pid: int, wanted: str) -> str:
     return status
 
 
-def test_the_process_is_stopped_within_the_block_and_runs_again_after_it() -> None:
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A child process that sleeps: its pid."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        with paused(child.pid):
-            assert wait_for(child.pid, psutil.STATUS_STOPPED) == psutil.STATUS_STOPPED
-        assert wait_for(child.pid, psutil.STATUS_SLEEPING) == psutil.STATUS_SLEEPING
-    finally:
-        child.kill()
-        child.wait()
+    yield child.pid
+    child.kill()
+    child.wait()
 
 
-def test_the_process_runs_again_when_the_block_fails() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        try:
-            with paused(child.pid):
-                wait_for(child.pid, psutil.STATUS_STOPPED)
-                raise TimeoutError("the push failed")
-        except TimeoutError:
-            pass
-        assert wait_for(child.pid, psutil.STATUS_SLEEPING) == psutil.STATUS_SLEEPING
-    finally:
-        child.kill()
-        child.wait()
+def test_the_process_is_stopped_within_the_block_and_runs_again_after_it(sleeper: int) -> None:
+    with paused(sleeper):
+        assert wait_for(sleeper, psutil.STATUS_STOPPED) == psutil.STATUS_STOPPED
+    assert wait_for(sleeper, psutil.STATUS_SLEEPING) == psutil.STATUS_SLEEPING
+
+
+def test_the_process_runs_again_when_the_block_fails(sleeper: int) -> None:
+    with pytest.raises(TimeoutError), paused(sleeper):
+        wait_for(sleeper, psutil.STATUS_STOPPED)
+        raise TimeoutError("the push failed")
+    assert wait_for(sleeper, psutil.STATUS_SLEEPING) == psutil.STATUS_SLEEPING
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -60,9 +60,11 @@ def test_a_forked_child_does_not_repeat_its_parents_buffered_ids() -> None:
     ids.random_uuid()  # the buffer is filled: the child inherits the rest of it
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report its next id and leave at once
-        os.write(write, ids.random_uuid().bytes)
-        os._exit(0)
+    if pid == 0:  # the child: report its next id and leave at once, whatever happens
+        try:
+            os.write(write, ids.random_uuid().bytes)
+        finally:
+            os._exit(0)
     os.close(write)
     child = uuid.UUID(bytes=os.read(read, 16))
     os.close(read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
+from typing import Any
 
 from services.notifier.consumer import (
     ASSIGNMENT_COLUMNS,
@@ -31,11 +32,21 @@ POLICY = ReminderPolicy()
 EVERY_REPORT = (date(1900, 1, 1), date(2999, 1, 1))
 
 
-def due_rows(event: AssignmentEvent, policy: ReminderPolicy,
-             window: tuple[date, date] = EVERY_REPORT) -> list[tuple[object, ...]]:
-    rows, since, until = DueRows(policy)(event, window)
-    if window == EVERY_REPORT:
-        assert since is None and until is None
+def rows_and_window(event: AssignmentEvent, window: tuple[date, date],
+                    due: DueRows | None = None
+                    ) -> tuple[list[tuple[Any, ...]], date | None, date | None]:
+    """An assignment's due rows with report rows due within ``window``, and its
+    reports_from and reports_until, as the consumer stores them (``due``: under POLICY
+    unless given)."""
+    plan = (due or DueRows(POLICY)).plan(event, window)
+    _reports, since, until = plan[2]
+    return DueRows.rows(event, plan), since, until
+
+
+def due_rows(event: AssignmentEvent, policy: ReminderPolicy) -> list[tuple[Any, ...]]:
+    """Every owed report's row: the window covers them all, so it has no bounds."""
+    rows, since, until = rows_and_window(event, EVERY_REPORT, DueRows(policy))
+    assert since is None and until is None
     return rows
 
 
@@ -59,7 +70,7 @@ def as_dicts(rows: list[tuple[object, ...]]) -> list[dict[str, object]]:
     return [dict(zip(DUE_COLUMNS, row, strict=True)) for row in rows]
 
 
-def kinds_and_dates(rows: list[tuple[object, ...]]) -> list[tuple[object, object, object]]:
+def kinds_and_dates(rows: list[tuple[object, ...]]) -> list[tuple[Any, Any, Any]]:
     return sorted((r["kind"], r["due_date"], r["period_start"]) for r in as_dicts(rows))
 
 
@@ -137,17 +148,17 @@ def test_remembered_report_periods_are_the_policys() -> None:
     rows = DueRows(POLICY)
     first = event(reported_periods=[date(2010, 1, 1)])
     same_dates = event(reported_periods=[date(2010, 1, 1)])
-    assert kinds_and_dates(rows(first, EVERY_REPORT)[0]) == kinds_and_dates(
+    assert kinds_and_dates(rows_and_window(first, EVERY_REPORT, rows)[0]) == kinds_and_dates(
         due_rows(first, POLICY))
-    again = as_dicts(rows(same_dates, EVERY_REPORT)[0])
+    again = as_dicts(rows_and_window(same_dates, EVERY_REPORT, rows)[0])
     assert {r["assignment_id"] for r in again} == {same_dates.assignment_id}
-    assert kinds_and_dates(rows(same_dates, EVERY_REPORT)[0]) == kinds_and_dates(
+    assert kinds_and_dates(rows_and_window(same_dates, EVERY_REPORT, rows)[0]) == kinds_and_dates(
         due_rows(first, POLICY))
     other_policy = DueRows(ReminderPolicy(report_due_day=20))
-    assert [r["due_date"] for r in as_dicts(other_policy(first, EVERY_REPORT)[0])
+    assert [r["due_date"] for r in as_dicts(rows_and_window(first, EVERY_REPORT, other_policy)[0])
             if r["kind"] == "report"] == [date(2010, 1, 20), date(2010, 7, 20)]
     # Remembered per window too: another window, other rows.
-    short, since, until = rows(same_dates, (date(2010, 1, 1), date(2010, 1, 10)))
+    short, since, until = rows_and_window(same_dates, (date(2010, 1, 1), date(2010, 1, 10)), rows)
     assert [r["due_date"] for r in as_dicts(short) if r["kind"] == "report"] == [
         date(2010, 1, 10)]
     assert (since, until) == (None, date(2010, 7, 9))
@@ -168,7 +179,7 @@ def test_reports_are_written_within_the_window_and_the_window_is_recorded() -> N
     every = reports(due_rows(LONG, POLICY))
     assert every[0] == date(2010, 1, 10) and every[-1] == date(2012, 1, 10)
     assert date(2010, 7, 10) not in every  # the quarter reported
-    rows, since, until = DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2010, 8, 1)))
+    rows, since, until = rows_and_window(LONG, (date(2009, 1, 1), date(2010, 8, 1)))
     assert reports(rows) == [date(2010, 1, 10), date(2010, 4, 10)]
     # The next owed report is due 10 October: written up to the day before.
     assert (since, until) == (None, date(2010, 10, 9))
@@ -176,35 +187,35 @@ def test_reports_are_written_within_the_window_and_the_window_is_recorded() -> N
     assert sorted(d for k, d, _ in kinds_and_dates(rows) if k != "report") == [
         date(2011, 12, 31), date(2014, 2, 12)]
     # A bound on a due date includes it; past the last report, nothing is left to add.
-    assert DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2010, 10, 10)))[2] == date(2011, 1, 9)
-    rows, since, until = DueRows(POLICY)(LONG, (date(2009, 1, 1), date(2012, 1, 10)))
+    assert rows_and_window(LONG, (date(2009, 1, 1), date(2010, 10, 10)))[2] == date(2011, 1, 9)
+    rows, since, until = rows_and_window(LONG, (date(2009, 1, 1), date(2012, 1, 10)))
     assert (reports(rows), since, until) == (every, None, None)
 
 
 def test_reports_due_before_the_window_are_left_out() -> None:
     # A pass on 1 May 2011 (overdue horizon a year) looks back to 1 May 2010.
-    rows, since, until = DueRows(POLICY)(LONG, (date(2010, 5, 1), date(2011, 8, 1)))
+    rows, since, until = rows_and_window(LONG, (date(2010, 5, 1), date(2011, 8, 1)))
     assert reports(rows) == [date(2010, 10, 10), date(2011, 1, 10), date(2011, 4, 10),
                              date(2011, 7, 10)]
     # Written from the day after the last owed report due before the window.
     assert (since, until) == (date(2010, 4, 11), date(2011, 10, 9))
     # A window after every report: the own due dates only.
-    rows, since, until = DueRows(POLICY)(LONG, (date(2013, 1, 1), date(2013, 6, 1)))
+    rows, since, until = rows_and_window(LONG, (date(2013, 1, 1), date(2013, 6, 1)))
     assert (reports(rows), since, until) == ([], date(2012, 1, 11), None)
     assert len(rows) == 2
 
 
 def test_a_window_before_the_first_report_writes_only_the_own_due_dates() -> None:
-    rows, since, until = DueRows(POLICY)(LONG, (date(2004, 1, 1), date(2009, 6, 1)))
+    rows, since, until = rows_and_window(LONG, (date(2004, 1, 1), date(2009, 6, 1)))
     assert reports(rows) == [] and (since, until) == (None, date(2010, 1, 9))
     assert len(rows) == 2
 
 
 def test_closed_or_reportless_assignments_have_nothing_left_to_add() -> None:
     window = (date(2004, 1, 1), date(2009, 6, 1))
-    assert DueRows(POLICY)(event(status=AssignmentStatus.IMPLEMENTED), window) \
+    assert rows_and_window(event(status=AssignmentStatus.IMPLEMENTED), window) \
         == ([], None, None)
-    rows, since, until = DueRows(POLICY)(event(active_from=None), window)
+    rows, since, until = rows_and_window(event(active_from=None), window)
     assert since is None and until is None and reports(rows) == []
 
 

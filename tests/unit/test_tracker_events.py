@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from services.tracker.domain import restated_event_type
-from services.tracker.repository import DUE_DATES_JSON, assignment_event
+from services.tracker.repository import DUE_DATES_JSON, EncodedEvent, assignment_event
 from shared.deadlines import Deadline
 from shared.events import AssignmentEvent, AssignmentEventType, AssignmentStatus, DueDate, DueKind
 from shared.ids import assignment_event_id
@@ -25,18 +25,14 @@ DUES = [DueDate(kind=DueKind.DEADLINE, due=date(2010, 6, 30), start=date(2010, 4
         DueDate(kind=DueKind.FOLLOW_UP, due=date(2011, 1, 15))]
 
 
-def _options(**overrides: object) -> dict[str, Any]:
-    return {
+def encode(row: dict[str, Any] = ROW, **overrides: Any) -> EncodedEvent:
+    return assignment_event(row, **{
         "event_type": AssignmentEventType.STATUS_CHANGED, "source": "plan",
         "reference": "NHRAP / 3", "text": "<b>Adopt</b> the law \u00ab\u00bb",
         "deadline": orjson.Fragment(DEADLINE.model_dump_json()),
         "due_dates": orjson.Fragment(DUE_DATES_JSON.dump_json(DUES)),
         "reported": [date(2010, 4, 1), date(2010, 1, 1), date(2010, 4, 1)],
-        "previous_status": AssignmentStatus.NOT_STARTED, **overrides}
-
-
-def encode(**overrides: object) -> tuple[uuid.UUID, str]:
-    return assignment_event(ROW, **_options(**overrides))
+        "previous_status": AssignmentStatus.NOT_STARTED, **overrides})
 
 
 def test_the_encoded_event_has_every_field_of_the_schema_and_nothing_else() -> None:
@@ -88,8 +84,8 @@ def test_an_event_id_is_its_assignment_version_and_type() -> None:
     assert encode()[0] == encode(text="other")[0] == \
         assignment_event_id(ROW["id"], 3, AssignmentEventType.STATUS_CHANGED)
     other_type = encode(event_type=AssignmentEventType.REPORT_SUBMITTED)[0]
-    other_version = assignment_event({**ROW, "version": 4}, **_options())
-    other_assignment = assignment_event({**ROW, "id": uuid.uuid4()}, **_options())
+    other_version = encode({**ROW, "version": 4})
+    other_assignment = encode({**ROW, "id": uuid.uuid4()})
     assert len({encode()[0], other_type, other_version.event_id,
                 other_assignment.event_id}) == 4
 

@@ -66,9 +66,10 @@ async def test_a_redelivered_change_announces_its_assignments_again(engine: Asyn
 
     # The process died before the broker acknowledged them: the same messages again.
     again = await ingest(engine, events)
-    assert by_assignment(again).keys() == by_assignment(first).keys()
+    originals = by_assignment(first)
+    assert by_assignment(again).keys() == originals.keys()
     for assignment, event in by_assignment(again).items():
-        original = by_assignment(first)[assignment]
+        original = originals[assignment]
         assert event.event_id == original.event_id, "the same version keeps its id"
         assert event.model_dump(exclude={"occurred_at"}) == \
             original.model_dump(exclude={"occurred_at"})

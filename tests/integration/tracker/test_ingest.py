@@ -60,6 +60,12 @@ async def rec_row(tracker: Tracker, rec_id: object) -> dict:  # type: ignore[typ
             RECOMMENDATIONS.c.id == rec_id))).mappings().one())
 
 
+async def wait_version(tracker: Tracker, rec_id: object, version: int) -> None:
+    async def reached() -> bool:
+        return bool((await rec_row(tracker, rec_id))["version"] == version)
+    await eventually(reached, what=f"version {version} stored")
+
+
 async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
         tracker: Tracker) -> None:
     plan = unique("plan")
@@ -71,10 +77,7 @@ async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
     await produce(tracker.infra.bootstrap, topic, encoded([v1]))
     await stored(tracker, [rid])
     await produce(tracker.infra.bootstrap, topic, encoded([v2]))
-
-    async def version_two() -> bool:
-        return (await rec_row(tracker, rid))["version"] == 2
-    await eventually(version_two, what="version 2 stored")
+    await wait_version(tracker, rid, 2)
 
     # v1 delivered again after v2 (a late re-delivery): it must not win.
     marker = plan_event(plan, "marker", "Ministry of Justice")
@@ -94,7 +97,6 @@ async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
     assert by_agency["Supreme Court"]["version"] == 1
 
 
-
 async def test_one_history_entry_per_change_names_the_assignments_it_created(
         tracker: Tracker) -> None:
     plan = unique("plan")
@@ -107,10 +109,7 @@ async def test_one_history_entry_per_change_names_the_assignments_it_created(
     await stored(tracker, [rid])
     first = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
     await produce(tracker.infra.bootstrap, topic, encoded([v2]))
-
-    async def version_two() -> bool:
-        return (await rec_row(tracker, rid))["version"] == 2
-    await eventually(version_two, what="version 2 stored")
+    await wait_version(tracker, rid, 2)
     every = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
     court = every["Supreme Court"]
     async with tracker.sessions() as session:
