@@ -21,9 +21,9 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy shared services hrtrack bench
+	$(BIN)/mypy shared services hrtrack bench tests
 
-test: setup lint
+test: setup lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: setup

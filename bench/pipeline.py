@@ -102,14 +102,22 @@ async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
 APPLIED = 'hrtrack_recommendations_ingested_total{outcome="changed"}'
 
 
-async def applied(http: httpx.AsyncClient, tracker_url: str) -> float:
-    """Recommendations the tracker has committed, from its own counter: polling its metrics
-    costs it far less than a count(*) over a growing table costs PostgreSQL, and the poll
-    competes for the CPU with what it measures."""
-    for line in (await http.get(f"{tracker_url}/metrics")).text.splitlines():
-        if line.startswith(APPLIED):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+async def applied(http: httpx.AsyncClient, tracker_urls: list[str]) -> float:
+    """Recommendations the trackers have committed, from their own counters: polling their
+    metrics costs them far less than a count(*) over a growing table costs PostgreSQL, and
+    the poll competes for the CPU with what it measures."""
+    total = 0.0
+    for url in tracker_urls:
+        for line in (await http.get(f"{url}/metrics")).text.splitlines():
+            if line.startswith(APPLIED):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def tracker_urls(stack: DevStack) -> list[str]:
+    """The tracker and its replicas (``--trackers``)."""
+    return [stack.url(name) for name in stack.services
+            if name == "tracker" or name.startswith("tracker-")]
 
 
 @dataclass
@@ -157,12 +165,13 @@ async def push_all(stack: DevStack, items: list[dict[str, Any]], expected: int, 
     started = time.perf_counter()
     async with httpx.AsyncClient(headers={**headers, "Content-Type": "application/json"},
                                  timeout=300) as http:
-        before = await applied(http, info["tracker_url"])
+        trackers = tracker_urls(stack)
+        before = await applied(http, trackers)
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
         posted = time.perf_counter()
         # Done when the tracker says it committed them all and its tables agree.
         while True:
-            if await applied(http, info["tracker_url"]) - before >= len(items):
+            if await applied(http, trackers) - before >= len(items):
                 r, a = await counts(pool)
                 if r - base_r >= len(items) and a - base_a >= expected:
                     break
@@ -251,6 +260,9 @@ async def raw_kafka(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tupl
     return produce, consume
 
 
+# A group join takes about half the session timeout (6 s here); twice that, to be sure
+# the partitions are shared before the clock starts.
+REBALANCE_SECONDS = 12.0
 RAW_TABLES = ("recommendations", "recommendation_versions", "assignments", "history")
 
 
@@ -323,6 +335,17 @@ async def notifier_caught_up(pool: asyncpg.Pool, assignments: int) -> float:
     return time.perf_counter() - started
 
 
+async def start_trackers(stack: DevStack, wanted: int) -> None:
+    """Scale the tracker out to ``wanted`` processes in its consumer group, and let the
+    group settle: each join makes every member rejoin and share the partitions anew."""
+    if wanted <= 1:
+        return
+    for _ in range(wanted - 1):
+        stack.start_replica("tracker")
+    print(f"  DIAGNOSTIC: {wanted} tracker processes share the recommendations' partitions")
+    await asyncio.sleep(REBALANCE_SECONDS)
+
+
 @contextlib.contextmanager
 def paused(pid: int | None) -> Iterator[None]:
     """SIGSTOP the process for the block, then SIGCONT (None: nothing to pause)."""
@@ -347,6 +370,7 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
     pool = await asyncpg.create_pool(pg_dsn(stack.info()["database_url"]), min_size=1,
                                      max_size=4)
     try:
+        await start_trackers(stack, args.trackers)
         with PeakMemory(service_pids(stack)) as memory:
             cpu = PeakMemory(all_pids(stack))
             cpu_before = cpu.cpu_seconds()
@@ -412,11 +436,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="diagnostic: stop the notifier process during the push (it resumes and catches "
              "up before the latency phase), to see what intake and the tracker do without "
              "it competing for the same cores; not a measure of the target")
+    parser.add_argument(
+        "--trackers", type=int, default=1,
+        help="diagnostic: run this many tracker processes in its consumer group (the first "
+             "serves HTTP too), to see whether scaling the tracker out raises the rate on "
+             "this machine; not a measure of the target")
 
 
 def summary(args: argparse.Namespace, figures: dict[str, float]) -> str:
     """The pipeline's part of the one-line summary (labelled when it was a diagnostic)."""
-    label = "pipeline (notifier paused)" if args.pause_notifier else "pipeline"
+    diagnostics = (["notifier paused"] if args.pause_notifier else []) + (
+        [f"{args.trackers} trackers"] if args.trackers > 1 else [])
+    label = f"pipeline ({', '.join(diagnostics)})" if diagnostics else "pipeline"
     return (f"{label}: {figures['rec_per_s']:.0f} rec/s, ratio {figures['ratio']:.2f}, "
             f"p99 {figures['p99_ms']:.0f} ms")
 

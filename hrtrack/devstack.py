@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -57,6 +58,13 @@ def migrate(database_url: str) -> None:
 
     for service in ("tracker", "notifier"):
         upgrade(migrations_dir(service), database_url)
+
+
+def replica_name(service: str, running: Iterable[str]) -> str:
+    """The name of the next instance of ``service`` among the ``running`` ones."""
+    instances = sum(1 for name in running
+                    if name == service or name.startswith(f"{service}-"))
+    return f"{service}-{instances + 1}"
 
 
 @dataclass
@@ -115,6 +123,18 @@ class DevStack:
                                   self.service_env(service))
         process.start()
         self.services[service] = process
+
+    def start_replica(self, service: str) -> str:
+        """One more instance of ``service`` (its own port and log; the same broker group
+        and database), ready: its name, ``service-2``, ``service-3``, ..."""
+        name = replica_name(service, self.services)
+        port = self.ports.setdefault(name, free_port())
+        process = service_process(service, port, self.logs / f"{name}.log",
+                                  self.service_env(service))
+        process.start()
+        self.services[name] = process
+        self.wait_ready((name,))
+        return name
 
     def __enter__(self) -> DevStack:
         try:

@@ -64,7 +64,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     broker = Broker(free_port(), base / "logs" / "broker.log")
     postgres = Postgres(base / "pg", free_port(), base / "logs" / "postgres.log")
     smtp = SmtpSink(free_port(), base / "mail", base / "logs" / "smtp.log")
-    parts = [broker, postgres, smtp]
+    parts: list[Broker | Postgres | SmtpSink] = [broker, postgres, smtp]
     try:
         for part in parts:
             part.start()

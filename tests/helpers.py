@@ -41,9 +41,10 @@ async def read_records(bootstrap: str, topic: str, count: int, timeout: float = 
         await consumer.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0,
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
                      interval: float = 0.2, what: str = "condition") -> T:
-    """Poll `check` until it returns a truthy value (or stops raising AssertionError)."""
+    """Poll `check` until it returns a truthy value (or stops raising AssertionError), and
+    return that value: a check may answer None for "not yet", the result is never None."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:

@@ -22,7 +22,6 @@ notifier's largest cost (bench/notifier_ingest.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -55,7 +54,7 @@ from shared.events import (
     latest_per_key,
 )
 from shared.kafka import send_to_dead_letters
-from shared.retry import is_data_error
+from shared.retry import is_data_error, retry_transient
 
 log = logging.getLogger(__name__)
 AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
@@ -260,19 +259,14 @@ class TrackerEventsConsumer:
     @staticmethod
     async def _store_waiting(topic: str, store: Callable[[list[Any]], Awaitable[None]],
                              events: list[Any]) -> BaseException | None:
-        """None once stored; the error if the database rejects the data itself."""
-        delay = 0.2
-        while True:
-            try:
-                await store(events)
-                return None
-            except Exception as exc:  # noqa: BLE001 - classified right below
-                if is_data_error(exc):
-                    return exc
-                log.warning("storing %s events failed (%s); retrying in %.1fs", topic,
-                            type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        """None once stored; the error if the database rejects the data itself (anything
+        else is waited out)."""
+        try:
+            await retry_transient(lambda: store(events), what=f"storing {topic} events",
+                                  is_transient=lambda exc: not is_data_error(exc))
+        except Exception as exc:  # noqa: BLE001 - only a data error is not retried
+            return exc
+        return None
 
     async def handle_assignments(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         topic = self.settings.assignments_topic

@@ -42,18 +42,20 @@ class Apps:
 @pytest.fixture(scope="module")
 async def apps(infra: Infra) -> AsyncIterator[Apps]:
     tag = unique("bad")
-    topics = {"recommendations_topic": f"recommendations-{tag}"}
-    intake = build_intake(IntakeSettings(**infra.env(), max_body_bytes=LIMIT, **topics))
+    recommendations_topic = f"recommendations-{tag}"
+    intake = build_intake(IntakeSettings(**infra.env(), max_body_bytes=LIMIT,
+                                         recommendations_topic=recommendations_topic))
     tracker = build_tracker(TrackerSettings(
         **infra.env(), max_body_bytes=LIMIT, consumer_group=tag, directory_file=None,
-        assignments_topic=f"assignments-{tag}", agencies_topic=f"agencies-{tag}", **topics))
+        recommendations_topic=recommendations_topic, assignments_topic=f"assignments-{tag}",
+        agencies_topic=f"agencies-{tag}"))
     token = infra.coordinator_token()
     async with running(intake, token) as intake_client, running(tracker, token) as client:
         name = f"Agency of bad bodies {tag}"
         created = await client.post("/v1/agencies", json={"name": name})
         assert created.status_code == 201, created.text
         agency_id = created.json()["id"]
-        await produce(infra.bootstrap, topics["recommendations_topic"],
+        await produce(infra.bootstrap, recommendations_topic,
                       encoded([plan_event(f"P-{tag}", "1", [{"name": name, "role": "lead"}])]))
 
         async def assignment() -> str | None:

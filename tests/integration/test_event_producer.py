@@ -9,7 +9,7 @@ from collections import defaultdict
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
-from shared.kafka import EventProducer, ensure_topics
+from shared.kafka import EventProducer, OutgoingRecord, ensure_topics
 from tests.conftest import Infra, unique
 from tests.helpers import read_records
 
@@ -61,7 +61,8 @@ async def test_a_record_larger_than_a_batch_goes_in_a_batch_of_its_own(infra: In
     producer = EventProducer(infra.bootstrap, "test", max_batch_bytes=16 * 1024)
     await producer.start()
     try:
-        sent = [(b"k", b"small-1", []), (b"k", b"x" * 40_000, []), (b"k", b"small-2", [])]
+        sent: list[OutgoingRecord] = [(b"k", b"small-1", []), (b"k", b"x" * 40_000, []),
+                                      (b"k", b"small-2", [])]
         await asyncio.gather(*await producer.send(topic, sent))
     finally:
         await producer.stop()

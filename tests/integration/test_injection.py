@@ -89,14 +89,14 @@ def read_mails(infra: Infra, address: str) -> list[tuple[EmailMessage, bytes]]:
 async def world(infra: Infra) -> AsyncIterator[World]:
     tag = unique("inject")
     notifier_config = notifier_settings(infra, tag)
-    topics = {"recommendations_topic": f"recommendations-{tag}",
-              "assignments_topic": notifier_config.assignments_topic,
-              "agencies_topic": notifier_config.agencies_topic}
+    recommendations_topic = f"recommendations-{tag}"
     intake = build_intake(IntakeSettings(
-        **infra.env(), recommendations_topic=topics["recommendations_topic"]))
-    tracker = build_tracker(TrackerSettings(**infra.env(), consumer_group=f"tracker-{tag}",
-                                            directory_file=None, outbox_poll_seconds=0.2,
-                                            **topics))
+        **infra.env(), recommendations_topic=recommendations_topic))
+    tracker = build_tracker(TrackerSettings(
+        **infra.env(), consumer_group=f"tracker-{tag}", directory_file=None,
+        outbox_poll_seconds=0.2, recommendations_topic=recommendations_topic,
+        assignments_topic=notifier_config.assignments_topic,
+        agencies_topic=notifier_config.agencies_topic))
     notifier = build_notifier(notifier_config)
     engine = create_async_engine(infra.database_url)
     token = infra.coordinator_token()
@@ -109,11 +109,11 @@ async def world(infra: Infra) -> AsyncIterator[World]:
 
             async def notifier_knows_all() -> bool:
                 async with engine.connect() as conn:
-                    versions = dict((await conn.execute(text(
+                    versions: dict[str, int] = dict((await conn.execute(text(
                         "SELECT id::text, version FROM notifier.assignments "
                         "WHERE id = ANY(CAST(:ids AS uuid[]))"),
                         {"ids": [c.assignment["id"] for c in cases.values()]})).all())
-                    names = dict((await conn.execute(text(
+                    names: dict[str, str] = dict((await conn.execute(text(
                         "SELECT id::text, name FROM notifier.agency_contacts "
                         "WHERE id = ANY(CAST(:ids AS uuid[]))"),
                         {"ids": [c.agency["id"] for c in cases.values()]})).all())

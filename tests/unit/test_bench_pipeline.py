@@ -1,4 +1,5 @@
-"""The pipeline benchmark's diagnostic pause and its summary line."""
+"""The pipeline benchmark's diagnostics (the notifier paused, more trackers) and its summary
+line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from bench.pipeline import add_arguments, paused, summary
+from hrtrack.devstack import replica_name
 
 FIGURES = {"rec_per_s": 3779.4, "ratio": 0.361, "p99_ms": 102.2}
 
@@ -63,3 +65,16 @@ def test_the_summary_of_a_normal_run_is_the_issue_s_line() -> None:
 def test_a_run_with_the_notifier_paused_says_so_in_its_summary() -> None:
     assert summary(parse("--pause-notifier"), FIGURES) == (
         "pipeline (notifier paused): 3779 rec/s, ratio 0.36, p99 102 ms")
+
+
+def test_a_run_with_more_trackers_says_how_many_in_its_summary() -> None:
+    assert summary(parse("--trackers", "2"), FIGURES) == (
+        "pipeline (2 trackers): 3779 rec/s, ratio 0.36, p99 102 ms")
+    assert summary(parse("--pause-notifier", "--trackers", "3"), FIGURES) == (
+        "pipeline (notifier paused, 3 trackers): 3779 rec/s, ratio 0.36, p99 102 ms")
+
+
+def test_replicas_are_numbered_after_the_instances_running() -> None:
+    assert replica_name("tracker", ["intake", "tracker", "notifier"]) == "tracker-2"
+    assert replica_name("tracker", ["tracker", "tracker-2"]) == "tracker-3"
+    assert replica_name("notifier", ["tracker", "tracker-2", "notifier"]) == "notifier-2"

@@ -619,8 +619,8 @@ def summary_rows(text: str, heading: str) -> list[tuple[int, str]]:
     return rows
 
 
-def numbered(text: str) -> list[str]:
-    """The references of the items listed in full, in the order shown."""
+def numbered(text: str) -> list[tuple[str, str]]:
+    """The items listed in full, in the order shown: (number, reference)."""
     return re.findall(r"^(\d+)\. (.+)$", text, flags=re.MULTILINE)
 
 

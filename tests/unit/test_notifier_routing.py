@@ -6,13 +6,13 @@ import uuid
 from datetime import date, timedelta
 
 from services.notifier.policy import ReminderKind, ReminderPolicy
-from services.notifier.reminders import ReminderService
+from services.notifier.reminders import Contact, ReminderService
 from services.notifier.settings import NotifierSettings
 
 K = ReminderKind
 AS_OF = date(2010, 6, 30)
 MOJ, AKIMAT, UNKNOWN = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-CONTACTS = {
+CONTACTS: dict[uuid.UUID, Contact] = {
     MOJ: (["moj@gov.kz", "moj2@gov.kz"], "ru", "head@gov.kz"),
     AKIMAT: ([], "kk", None),
 }

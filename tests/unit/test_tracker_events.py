@@ -17,9 +17,10 @@ from shared.deadlines import Deadline
 from shared.events import AssignmentEvent, AssignmentEventType, AssignmentStatus, DueDate, DueKind
 from shared.ids import assignment_event_id
 
-ROW = {"id": uuid.uuid4(), "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
-       "agency_name": "Ministry of Justice", "role": "lead", "status": "in_progress",
-       "active_from": date(2010, 1, 1), "version": 3, "due": date(2010, 6, 30)}
+ROW: dict[str, Any] = {
+    "id": uuid.uuid4(), "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
+    "agency_name": "Ministry of Justice", "role": "lead", "status": "in_progress",
+    "active_from": date(2010, 1, 1), "version": 3, "due": date(2010, 6, 30)}
 DEADLINE = Deadline(text="2nd quarter 2010", start=date(2010, 4, 1), due=date(2010, 6, 30))
 DUES = [DueDate(kind=DueKind.DEADLINE, due=date(2010, 6, 30), start=date(2010, 4, 1)),
         DueDate(kind=DueKind.FOLLOW_UP, due=date(2011, 1, 15))]

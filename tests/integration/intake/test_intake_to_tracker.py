@@ -49,11 +49,13 @@ class Stack:
 @pytest_asyncio.fixture(scope="module")
 async def stack(infra: Infra) -> AsyncIterator[Stack]:
     suffix = unique("intake-it")
-    topics = {"recommendations_topic": f"recommendations.{suffix}"}
+    recommendations_topic = f"recommendations.{suffix}"
     tracker_app = build_tracker(TrackerSettings(
-        **infra.env(), **topics, consumer_group=f"tracker-{suffix}",
-        assignments_topic=f"assignments.{suffix}", agencies_topic=f"agencies.{suffix}"))
-    intake_app = build_intake(IntakeSettings(**infra.env(), **topics))
+        **infra.env(), recommendations_topic=recommendations_topic,
+        consumer_group=f"tracker-{suffix}", assignments_topic=f"assignments.{suffix}",
+        agencies_topic=f"agencies.{suffix}"))
+    intake_app = build_intake(IntakeSettings(**infra.env(),
+                                             recommendations_topic=recommendations_topic))
     token = infra.coordinator_token()
     async with running(tracker_app, token) as tracker, running(intake_app, token) as intake:
         yield Stack(intake, tracker, tracker_app.state.engine)

@@ -1,5 +1,6 @@
-"""What the notifier's integration tests share: events, publishing, the expected reminders
-(computed from the policy, independently of the service's SQL), and reading the mails."""
+"""What the notifier's integration tests share: events, publishing, the store driven
+directly, the expected reminders and owed reports (computed from the policy, independently
+of the service's SQL), and reading the mails."""
 
 from __future__ import annotations
 
@@ -8,25 +9,32 @@ import email
 import email.policy
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from email.message import EmailMessage
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import icalendar
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.policy import (
     ReminderKind,
     ReminderPolicy,
     kinds_for_offset,
+    report_dates_window,
     report_periods,
 )
+from services.notifier.reminders import ReminderService
 from services.notifier.settings import NotifierSettings
+from shared.clock import Clock
+from shared.db import make_sessionmaker
 from shared.deadlines import Deadline
 from shared.events import (
     AgencyEvent,
@@ -37,7 +45,11 @@ from shared.events import (
     DueKind,
     Source,
 )
+from shared.kafka import make_broker
 from tests.conftest import Infra, unique
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureFunctionDefinition
 
 # Short overdue horizon: each test module replays its own year, and no module's passes
 # reach another module's overdue items.
@@ -120,6 +132,25 @@ class Assignment:
         return replace(self, version=self.version + 1, **changes)
 
 
+def assignment_event(active_from: date | None, deadlines: Sequence[date] = (), **changes: Any
+                     ) -> AssignmentEvent:
+    """A new assignment (of a new recommendation and agency) owing reports from
+    ``active_from`` up to its own ``deadlines``, in progress; ``changes``: other fields."""
+    values: dict[str, Any] = {
+        "type": AssignmentEventType.CREATED, "assignment_id": uuid.uuid4(),
+        "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
+        "agency_name": "Ministry of Justice", "role": "lead",
+        "status": AssignmentStatus.IN_PROGRESS, "source": Source.PLAN,
+        "reference": f"NHRAP / test / {unique('No')}", "text": "Adopt a law on legal aid.",
+        "deadline": Deadline(text="test", start=active_from,
+                             due=max(deadlines) if deadlines else None),
+        "due_dates": [DueDate(kind=DueKind.DEADLINE, due=d) for d in deadlines],
+        "active_from": active_from, "version": 1,
+    }
+    values.update(changes)
+    return AssignmentEvent.model_validate(values)
+
+
 async def publish(infra: Infra, topic: str, events: Iterable[AgencyEvent | AssignmentEvent]
                   ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all",
@@ -153,7 +184,7 @@ async def wait_stored(engine: AsyncEngine, assignments: Iterable[Assignment],
     deadline = loop.time() + timeout
     while True:
         async with engine.connect() as conn:
-            rows = dict((await conn.execute(text(
+            rows: dict[uuid.UUID, int] = dict((await conn.execute(text(
                 "SELECT id, version FROM notifier.assignments WHERE id = ANY(:ids)"),
                 {"ids": list(wanted)})).all())
             known = (await conn.execute(text(
@@ -203,6 +234,77 @@ async def load_book(infra: Infra, settings: NotifierSettings, engine: AsyncEngin
     await publish(infra, settings.agencies_topic, [a.event() for a in agencies])
     await publish(infra, settings.assignments_topic, [a.event() for a in assignments])
     await wait_stored(engine, assignments, agencies)
+
+
+# --- the store, driven directly -------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """The notifier's tables on the test database, written and read by its consumer and
+    passes called directly (no app; the broker only for the consumer's dead letters, which
+    direct calls never send)."""
+
+    infra: Infra
+    engine: AsyncEngine
+    settings: NotifierSettings
+    today: date  # the clock of ``consumer``
+
+    @property
+    def policy(self) -> ReminderPolicy:
+        return self.settings.policy
+
+    @property
+    def window(self) -> tuple[date, date]:
+        """The due dates ``consumer`` writes report rows for."""
+        return report_dates_window(self.today, self.policy)
+
+    @cached_property
+    def consumer(self) -> TrackerEventsConsumer:
+        """One consumer for the module, its clock on ``today``."""
+        return self.consumer_on(self.today)
+
+    def consumer_on(self, today: date, policy: ReminderPolicy | None = None
+                    ) -> TrackerEventsConsumer:
+        """A new consumer whose clock says ``today`` (with another policy, if given)."""
+        return TrackerEventsConsumer(make_broker(self.infra.bootstrap, "notifier-test"),
+                                     make_sessionmaker(self.engine), self._settings(policy),
+                                     Clock(today))
+
+    def reminders(self, policy: ReminderPolicy | None = None) -> ReminderService:
+        """A new reminder service (the passes), with another policy if given."""
+        return ReminderService(make_sessionmaker(self.engine), self._settings(policy))
+
+    def _settings(self, policy: ReminderPolicy | None) -> NotifierSettings:
+        if policy is None:
+            return self.settings
+        return self.settings.model_copy(update={"policy": policy})
+
+
+def store_fixture(tag: str, today: date, **overrides: Any) -> FixtureFunctionDefinition:
+    """A module-scoped ``store`` fixture (assign it to ``store``): a Store with the settings
+    ``notifier_settings(infra, unique(tag), **overrides)``, its consumer on ``today``."""
+
+    @pytest.fixture(scope="module")
+    async def store(infra: Infra) -> AsyncIterator[Store]:
+        engine = create_async_engine(infra.database_url)
+        yield Store(infra, engine, notifier_settings(infra, unique(tag), **overrides), today)
+        await engine.dispose()
+
+    return store
+
+
+def owed_reports(event: AssignmentEvent, policy: ReminderPolicy, since: date = date.min,
+                 until: date = date.max) -> list[tuple[date, date]]:
+    """(quarter start, due date) of the reports an assignment event owes, those due from
+    ``since`` to ``until``: policy.report_periods from its own deadlines, none once it is
+    closed (written from the event and the policy, not with the consumer's code)."""
+    if event.status.value in policy.closed_statuses:
+        return []
+    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
+    return [(start, due) for start, due in
+            report_periods(event.active_from, own, event.reported_periods, policy)
+            if since <= due <= until]
 
 
 # --- what should be sent --------------------------------------------------------------
@@ -303,10 +405,12 @@ def parse_mail(raw: bytes) -> Mail:
     calendars = [part for part in message.iter_attachments()
                  if part.get_content_type() == "text/calendar"]
     assert len(calendars) == 1, "one .ics attachment"
-    calendar = icalendar.Calendar.from_ical(calendars[0].get_payload(decode=True))
+    ics = calendars[0].get_payload(decode=True)
+    assert isinstance(ics, bytes)
+    calendar = icalendar.Calendar.from_ical(ics)
     return Mail(message=message, to=message["To"].addresses[0].addr_spec,
                 as_of=date.fromisoformat(str(message["X-Hrtrack-As-Of"])),
-                message_id=str(message["Message-ID"]), events=list(calendar.walk("VEVENT")))
+                message_id=str(message["Message-ID"]), events=calendar.events)
 
 
 def read_mails(mail_dir: Path, recipients: Iterable[str]) -> list[Mail]:

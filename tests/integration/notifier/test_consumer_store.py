@@ -14,87 +14,53 @@ passes (tests/integration/notifier/test_report_horizon.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notifier import consumer as consumer_module
-from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.main import build_app
-from services.notifier.policy import ReminderPolicy, report_dates_window, report_periods
-from services.notifier.settings import NotifierSettings
-from shared.clock import Clock
-from shared.db import make_sessionmaker
+from services.notifier.policy import ReminderPolicy
 from shared.deadlines import Deadline
-from shared.events import (
-    AssignmentEvent,
-    AssignmentEventType,
-    AssignmentStatus,
-    DueDate,
-    DueKind,
-    Source,
-)
-from shared.kafka import make_broker
+from shared.events import AssignmentEvent, AssignmentStatus, DueDate, DueKind
 from shared.retry import is_data_error
 from shared.settings import dead_letter_topic
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
-from tests.integration.notifier.support import changed_event, notifier_settings
+from tests.integration.notifier.support import (
+    Store,
+    assignment_event,
+    changed_event,
+    notifier_settings,
+    owed_reports,
+    store_fixture,
+)
 from tests.integration.test_dead_letters import dead_letters
 from tests.integration.tracker.support import produce
 
 Q1, Q2, Q3 = date(2091, 1, 1), date(2091, 4, 1), date(2091, 7, 1)
 TODAY = date(2091, 6, 1)  # the consumer's clock
 
-
-@dataclass
-class Store:
-    engine: AsyncEngine
-    settings: NotifierSettings
-    consumer: TrackerEventsConsumer
-
-    @property
-    def policy(self) -> ReminderPolicy:
-        return self.settings.policy
-
-    @property
-    def window(self) -> tuple[date, date]:
-        return report_dates_window(TODAY, self.policy)
-
-
-@pytest.fixture(scope="module")
-async def store(infra: Infra) -> AsyncIterator[Store]:
-    engine = create_async_engine(infra.database_url)
-    settings = notifier_settings(infra, unique("store"))
-    # The broker is only for dead letters, which the direct calls here never send.
-    consumer = TrackerEventsConsumer(make_broker(infra.bootstrap, "notifier-test"),
-                                     make_sessionmaker(engine), settings, Clock(TODAY))
-    yield Store(engine, settings, consumer)
-    await engine.dispose()
+store = store_fixture("store", TODAY)
 
 
 def assignment(**changes: Any) -> AssignmentEvent:
+    """A yearly action of 2091-2092 with a mid-term review, not started; ``changes``: other
+    fields."""
     values: dict[str, Any] = {
-        "type": AssignmentEventType.CREATED, "assignment_id": uuid.uuid4(),
-        "recommendation_id": uuid.uuid4(), "agency_id": uuid.uuid4(),
-        "agency_name": "Ministry of Justice", "role": "lead",
-        "status": AssignmentStatus.NOT_STARTED, "source": Source.PLAN,
-        "reference": f"NHRAP / test / {unique('No')}", "text": "Adopt a law on legal aid.",
+        "active_from": Q1, "status": AssignmentStatus.NOT_STARTED,
         "deadline": Deadline(text="Yearly", start=date(2091, 1, 1), due=date(2092, 12, 31),
                              recurrence="yearly"),
         "due_dates": [DueDate(kind=DueKind.DEADLINE, due=date(2091, 12, 31)),
                       DueDate(kind=DueKind.DEADLINE, due=date(2092, 12, 31)),
                       DueDate(kind=DueKind.MID_TERM, due=date(2092, 6, 30))],
-        "active_from": Q1, "version": 1,
     }
     values.update(changes)
-    return AssignmentEvent.model_validate(values)
+    return assignment_event(**values)
 
 
 def expected_due(event: AssignmentEvent, policy: ReminderPolicy, window: tuple[date, date]
@@ -106,10 +72,8 @@ def expected_due(event: AssignmentEvent, policy: ReminderPolicy, window: tuple[d
     state = (event.agency_id, event.status.value, event.role)
     rows = {(d.kind.value, d.due, d.start, *state) for d in event.due_dates
             if d.kind is not DueKind.REPORT}
-    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
-    rows |= {("report", due, start, *state) for start, due in
-             report_periods(event.active_from, own, event.reported_periods, policy)
-             if window[0] <= due <= window[1]}
+    rows |= {("report", due, start, *state)
+             for start, due in owed_reports(event, policy, *window)}
     return rows
 
 
@@ -117,11 +81,7 @@ def expected_window(event: AssignmentEvent, policy: ReminderPolicy, window: tupl
                     ) -> tuple[date | None, date | None]:
     """The day after the last owed report left out before the window and the day before
     the first one after it; None: none is."""
-    if event.status.value in policy.closed_statuses:
-        return None, None
-    own = [d.due for d in event.due_dates if d.kind is DueKind.DEADLINE]
-    dues = [due for _start, due in
-            report_periods(event.active_from, own, event.reported_periods, policy)]
+    dues = [due for _start, due in owed_reports(event, policy)]
     before = [due for due in dues if due < window[0]]
     after = [due for due in dues if due > window[1]]
     return (max(before) + timedelta(days=1) if before else None,

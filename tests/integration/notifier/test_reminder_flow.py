@@ -33,6 +33,7 @@ from tests.integration.notifier.support import (
     Timeline,
     day_range,
     expected_reminders,
+    load_book,
     mail_keys,
     notifier_settings,
     publish,
@@ -116,9 +117,7 @@ async def flow(infra: Infra, engine: AsyncEngine) -> AsyncIterator[Flow]:
     settings = notifier_settings(infra, tag, coordinator_emails=[f"coordinators@{mail}"])
     app = build_app(settings)
     async with running(app, infra.coordinator_token()) as client:
-        await publish(infra, settings.agencies_topic, [x.event() for x in agencies.values()])
-        await publish(infra, settings.assignments_topic, [x.event() for x in a.values()])
-        await wait_stored(engine, a.values(), agencies.values())
+        await load_book(infra, settings, engine, agencies.values(), a.values())
         reports = {}
         for day in day_range(START, END):
             if day in timeline.changes:
@@ -305,9 +304,7 @@ async def test_a_late_reminder_goes_with_the_next_digest(flow: Flow, infra: Infr
     late = Agency(f"Ministry of Health {flow.tag}", [f"late@{flow.tag}.hrtrack.test"])
     b1 = Assignment(late, date(2041, 7, 1), date(2041, 7, 1))  # 30 days before: 1 June
     b2 = Assignment(late, date(2041, 7, 1), date(2041, 7, 1))
-    await publish(infra, flow.settings.agencies_topic, [late.event()])
-    await publish(infra, flow.settings.assignments_topic, [b1.event()])
-    await wait_stored(flow.engine, [b1], [late])
+    await load_book(infra, flow.settings, flow.engine, [late], [b1])
     first = await flow.client.post("/v1/reminders/run", params={"as_of": "2041-06-01"})
     assert [d["items"] for d in first.json()["sent"] if d["recipient"] == late.emails[0]] == [1]
 

@@ -14,46 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.notifier.consumer import TrackerEventsConsumer
 from services.notifier.main import build_app
 from services.notifier.policy import (
     ReminderPolicy,
     first_due_seen,
     last_due_seen,
     report_dates_window,
-    report_periods,
 )
 from services.notifier.reminders import ReminderService
-from services.notifier.settings import NotifierSettings
-from shared.clock import Clock
 from shared.db import make_sessionmaker
-from shared.deadlines import Deadline
-from shared.events import (
-    AssignmentEvent,
-    AssignmentEventType,
-    AssignmentStatus,
-    DueDate,
-    DueKind,
-    Source,
-)
-from shared.kafka import make_broker
+from shared.events import AssignmentEvent, AssignmentStatus, DueDate, DueKind
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
 from tests.integration.notifier.support import (
     TEST_POLICY,
+    Store,
+    assignment_event,
     changed_event,
     metric_value,
     notifier_settings,
+    owed_reports,
     publish,
+    store_fixture,
 )
 
 # Every field of the default policy but partners reminded too (their rows count as well).
@@ -65,49 +54,14 @@ EVERY_REPORT = POLICY.model_copy(update={"report_dates_ahead_days": 365_000,
                                          "overdue_horizon_days": 365_000})
 EXTENDED = "hrtrack_reminder_report_dates_extended_total"
 
-
-@dataclass
-class Store:
-    infra: Infra
-    engine: AsyncEngine
-    settings: NotifierSettings
-
-    def consumer(self, today: date, policy: ReminderPolicy = POLICY) -> TrackerEventsConsumer:
-        settings = self.settings.model_copy(update={"policy": policy})
-        # The broker is only for dead letters, which the direct calls here never send.
-        return TrackerEventsConsumer(make_broker(self.infra.bootstrap, "notifier-test"),
-                                     make_sessionmaker(self.engine), settings, Clock(today))
-
-    def reminders(self, policy: ReminderPolicy = POLICY) -> ReminderService:
-        settings = self.settings.model_copy(update={"policy": policy})
-        return ReminderService(make_sessionmaker(self.engine), settings)
-
-
-@pytest.fixture(scope="module")
-async def store(infra: Infra) -> AsyncIterator[Store]:
-    engine = create_async_engine(infra.database_url)
-    yield Store(infra, engine, notifier_settings(infra, unique("horizon"), policy=POLICY))
-    await engine.dispose()
-
-
+store = store_fixture("horizon", EARLY, policy=POLICY)
 AGENCY = uuid.uuid4()
 
 
 def event(active_from: date | None, deadlines: Sequence[date] = (), **changes: Any
           ) -> AssignmentEvent:
-    values: dict[str, Any] = {
-        "type": AssignmentEventType.CREATED, "assignment_id": uuid.uuid4(),
-        "recommendation_id": uuid.uuid4(), "agency_id": AGENCY,
-        "agency_name": "Ministry of Justice", "role": "lead",
-        "status": AssignmentStatus.IN_PROGRESS, "source": Source.PLAN,
-        "reference": f"NHRAP / horizon / {unique('No')}", "text": "Adopt a law on legal aid.",
-        "deadline": Deadline(text="test", start=active_from,
-                             due=max(deadlines) if deadlines else None),
-        "due_dates": [DueDate(kind=DueKind.DEADLINE, due=d) for d in deadlines],
-        "active_from": active_from, "version": 1,
-    }
-    values.update(changes)
-    return AssignmentEvent.model_validate(values)
+    """assignment_event, of AGENCY like every assignment here."""
+    return assignment_event(active_from, deadlines, agency_id=AGENCY, **changes)
 
 
 def twin(e: AssignmentEvent) -> AssignmentEvent:
@@ -166,17 +120,6 @@ async def window_of(engine: AsyncEngine, assignment_id: uuid.UUID
     return row[0], row[1]
 
 
-def owed(e: AssignmentEvent, policy: ReminderPolicy, until: date = date.max,
-         since: date = date.min) -> list[tuple[date, date]]:
-    """policy.report_periods of an event, as the consumer once wrote them all (those due
-    from ``since`` to ``until``). Closed: none."""
-    if e.status.value in policy.closed_statuses:
-        return []
-    own = [d.due for d in e.due_dates if d.kind is DueKind.DEADLINE]
-    return [p for p in report_periods(e.active_from, own, e.reported_periods, policy)
-            if since <= p[1] <= until]
-
-
 async def test_passes_see_every_report_due_date_the_old_rows_gave(store: Store) -> None:
     """The same assignments three times: stored the old way (every owed report), and by
     consumers whose clocks say 2481 (the data ahead of their window) and 2488 (most of it
@@ -184,21 +127,21 @@ async def test_passes_see_every_report_due_date_the_old_rows_gave(store: Store) 
     leaping years ahead and back."""
     old_way = book()
     early, late = [twin(e) for e in old_way], [twin(e) for e in old_way]
-    await store.consumer(EARLY, EVERY_REPORT).store_assignments(old_way)
-    await store.consumer(EARLY).store_assignments(early)
-    await store.consumer(LATE).store_assignments(late)
+    await store.consumer_on(EARLY, EVERY_REPORT).store_assignments(old_way)
+    await store.consumer_on(EARLY).store_assignments(early)
+    await store.consumer_on(LATE).store_assignments(late)
     copies = [{e.assignment_id: n for n, e in enumerate(c)} for c in (old_way, early, late)]
 
     # The old way: every owed report, nothing left to add.
     for e in old_way:
-        assert await report_rows(store.engine, e.assignment_id) == owed(e, POLICY)
+        assert await report_rows(store.engine, e.assignment_id) == owed_reports(e, POLICY)
         assert await window_of(store.engine, e.assignment_id) == (None, None)
     # The consumers' windows: far fewer rows.
     for copy, today in ((early, EARLY), (late, LATE)):
         first, last = report_dates_window(today, POLICY)
         for e in copy:
-            assert await report_rows(store.engine, e.assignment_id) == owed(
-                e, POLICY, last, first)
+            assert await report_rows(store.engine, e.assignment_id) == owed_reports(
+                e, POLICY, first, last)
     assert await window_of(store.engine, early[1].assignment_id) == (None, date(2481, 7, 9))
     # 2488: the reports due from 2483-01-11 on (1830 days back), the ones before left out.
     assert report_dates_window(LATE, POLICY)[0] == date(2483, 1, 11)
@@ -232,7 +175,7 @@ async def test_passes_see_every_report_due_date_the_old_rows_gave(store: Store) 
 
 
 async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> None:
-    consumer = store.consumer(date(2482, 1, 15))
+    consumer = store.consumer_on(date(2482, 1, 15))
     v1 = event(date(2482, 1, 10), [date(2484, 12, 31)])
     await consumer.store_assignments([v1])
     assert await report_rows(store.engine, v1.assignment_id) == [
@@ -241,7 +184,7 @@ async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> N
 
     service = store.reminders()
     assert await service.extend_report_dates(date(2483, 6, 1)) >= 1
-    extended = owed(v1, POLICY, report_dates_window(date(2483, 6, 1), POLICY)[1])
+    extended = owed_reports(v1, POLICY, until=report_dates_window(date(2483, 6, 1), POLICY)[1])
     assert extended[-1] == (date(2483, 4, 1), date(2483, 7, 10))
     assert await report_rows(store.engine, v1.assignment_id) == extended
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2483, 10, 9))
@@ -257,8 +200,8 @@ async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> N
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2482, 7, 9))
 
     await service.extend_report_dates(date(2483, 6, 1))
-    assert await report_rows(store.engine, v1.assignment_id) == owed(
-        v2, POLICY, report_dates_window(date(2483, 6, 1), POLICY)[1])
+    assert await report_rows(store.engine, v1.assignment_id) == owed_reports(
+        v2, POLICY, until=report_dates_window(date(2483, 6, 1), POLICY)[1])
     # and the pass sees the reminder of the quarter after the one reported, not of that one
     due = await service.due_set(date(2482, 6, 10))  # 30 days before 10 July 2482
     mine = {(r.due_kind, r.due_date) for r in due.reminders
@@ -267,7 +210,7 @@ async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> N
 
 
 async def test_a_closed_assignment_is_never_extended(store: Store) -> None:
-    consumer = store.consumer(date(2482, 1, 15))
+    consumer = store.consumer_on(date(2482, 1, 15))
     closed = event(date(2482, 1, 10), [date(2484, 12, 31)], status=AssignmentStatus.CANCELLED)
     open_ = event(date(2482, 1, 10), [date(2484, 12, 31)])
     await consumer.store_assignments([closed, open_])
@@ -287,9 +230,9 @@ async def test_a_closed_assignment_is_never_extended(store: Store) -> None:
 
 async def test_assignments_held_by_others_are_waited_for(store: Store) -> None:
     held, free = (event(date(2483, 1, 1), [date(2485, 12, 31)]) for _ in range(2))
-    await store.consumer(date(2483, 1, 2)).store_assignments([held, free])
+    await store.consumer_on(date(2483, 1, 2)).store_assignments([held, free])
     as_of = date(2484, 6, 1)
-    wanted = owed(held, POLICY, report_dates_window(as_of, POLICY)[1])
+    wanted = owed_reports(held, POLICY, until=report_dates_window(as_of, POLICY)[1])
     async with store.engine.connect() as locker:
         # Another transaction holds one of them (the consumer replacing its rows).
         transaction = await locker.begin()
@@ -308,7 +251,7 @@ async def test_assignments_held_by_others_are_waited_for(store: Store) -> None:
 
 async def test_two_replicas_extending_at_once(store: Store) -> None:
     events = [event(date(2483, 1, 1), [date(2486, 12, 31)]) for _ in range(6)]
-    await store.consumer(date(2483, 1, 2)).store_assignments(events)
+    await store.consumer_on(date(2483, 1, 2)).store_assignments(events)
     replicas = [store.reminders(), store.reminders()]
     for replica in replicas:
         replica.extend_batch = 2  # many small transactions, interleaved
@@ -316,8 +259,8 @@ async def test_two_replicas_extending_at_once(store: Store) -> None:
     counts = await asyncio.gather(*(r.extend_report_dates(as_of) for r in replicas))
     assert sum(counts) >= len(events)
     for e in events:
-        assert await report_rows(store.engine, e.assignment_id) == owed(
-            e, POLICY, report_dates_window(as_of, POLICY)[1])
+        assert await report_rows(store.engine, e.assignment_id) == owed_reports(
+            e, POLICY, until=report_dates_window(as_of, POLICY)[1])
 
 
 # --- passes (claims and mails: 2495-2498, the tests' short overdue horizon) -------------
@@ -368,7 +311,7 @@ async def test_rows_stored_between_extension_and_due_set_are_not_missed(
     after the pass extended the report rows: the pass extends again before it reads."""
     settings = notifier_settings(infra, unique("horizon-race"), policy=TEST_POLICY)
     late = event(date(2497, 1, 2), [date(2498, 12, 31)])
-    consumer = store.consumer(date(2497, 1, 2), TEST_POLICY)
+    consumer = store.consumer_on(date(2497, 1, 2), TEST_POLICY)
     calls: list[date] = []
 
     class Raced(ReminderService):

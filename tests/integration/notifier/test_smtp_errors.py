@@ -22,10 +22,9 @@ from tests.integration.notifier.support import (
     Assignment,
     RefusesRejectAddresses,
     emails_total,
+    load_book,
     notifier_settings,
     parse_mail,
-    publish,
-    wait_stored,
 )
 
 DAY = date(2047, 3, 1)  # 30 days before 31 March
@@ -78,9 +77,7 @@ async def test_temporary_failures_retried_permanent_ones_failed_and_visible(
     engine = create_async_engine(infra.database_url)
     try:
         async with running(build_app(settings), infra.coordinator_token()) as client:
-            await publish(infra, settings.agencies_topic, [temp.event(), reject.event()])
-            await publish(infra, settings.assignments_topic, [a.event() for a in work])
-            await wait_stored(engine, work, [temp, reject])
+            await load_book(infra, settings, engine, [temp, reject], work)
             before = (await client.get("/metrics")).text
 
             report = (await client.post("/v1/reminders/run", params={"as_of": str(DAY)})).json()
