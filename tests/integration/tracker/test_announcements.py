@@ -163,7 +163,10 @@ async def test_a_batch_stopped_before_its_events_were_acknowledged_announces_the
 
     first.state.relay.producer.send = unacknowledged  # the consumer's producer too
     async with running(first, infra.coordinator_token()):
-        await produce(infra.bootstrap, settings.recommendations_topic, encoded(events))
+        # One key, so one partition and one record batch: the first instance handles a
+        # single batch (its handler never returns), which must hold all ten.
+        await produce(infra.bootstrap, settings.recommendations_topic,
+                      [(plan.encode(), value) for _, value in encoded(events)])
 
         async def committed() -> bool:
             return await count_recommendations(first.state.sessions, ids) == len(ids) \
