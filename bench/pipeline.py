@@ -31,7 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import PeakMemory, all_pids, fresh_stack, machine, service_pids
-from hrtrack.devstack import DevStack
+from hrtrack.devstack import DevStack, instances
 from services.tracker.domain import executor_claims
 from shared.events import RecommendationEvent
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
@@ -102,12 +102,12 @@ async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
 APPLIED = 'hrtrack_recommendations_ingested_total{outcome="changed"}'
 
 
-async def applied(http: httpx.AsyncClient, tracker_urls: list[str]) -> float:
+async def applied(http: httpx.AsyncClient, urls: list[str]) -> float:
     """Recommendations the trackers have committed, from their own counters: polling their
     metrics costs them far less than a count(*) over a growing table costs PostgreSQL, and
     the poll competes for the CPU with what it measures."""
     total = 0.0
-    for url in tracker_urls:
+    for url in urls:
         for line in (await http.get(f"{url}/metrics")).text.splitlines():
             if line.startswith(APPLIED):
                 total += float(line.rsplit(" ", 1)[1])
@@ -116,8 +116,7 @@ async def applied(http: httpx.AsyncClient, tracker_urls: list[str]) -> float:
 
 def tracker_urls(stack: DevStack) -> list[str]:
     """The tracker and its replicas (``--trackers``)."""
-    return [stack.url(name) for name in stack.services
-            if name == "tracker" or name.startswith("tracker-")]
+    return [stack.url(name) for name in instances("tracker", stack.services)]
 
 
 @dataclass
@@ -260,9 +259,6 @@ async def raw_kafka(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tupl
     return produce, consume
 
 
-# A group join takes about half the session timeout (6 s here); twice that, to be sure
-# the partitions are shared before the clock starts.
-REBALANCE_SECONDS = 12.0
 RAW_TABLES = ("recommendations", "recommendation_versions", "assignments", "history")
 
 
@@ -333,6 +329,11 @@ async def notifier_caught_up(pool: asyncpg.Pool, assignments: int) -> float:
             raise TimeoutError("the notifier did not catch up within 10 minutes")
         await asyncio.sleep(1)
     return time.perf_counter() - started
+
+
+# A group join takes about half the session timeout (6 s here); twice that, to be sure
+# the partitions are shared before the clock starts.
+REBALANCE_SECONDS = 12.0
 
 
 async def start_trackers(stack: DevStack, wanted: int) -> None:

@@ -60,11 +60,14 @@ def migrate(database_url: str) -> None:
         upgrade(migrations_dir(service), database_url)
 
 
+def instances(service: str, running: Iterable[str]) -> list[str]:
+    """The ``running`` names that are ``service`` or one of its replicas (``service-2``...)."""
+    return [name for name in running if name == service or name.startswith(f"{service}-")]
+
+
 def replica_name(service: str, running: Iterable[str]) -> str:
     """The name of the next instance of ``service`` among the ``running`` ones."""
-    instances = sum(1 for name in running
-                    if name == service or name.startswith(f"{service}-"))
-    return f"{service}-{instances + 1}"
+    return f"{service}-{len(instances(service, running)) + 1}"
 
 
 @dataclass
@@ -117,22 +120,20 @@ class DevStack:
             env["HRTRACK_CLOCK"] = self.clock.isoformat()
         return env
 
-    def start_service(self, service: str) -> None:
-        port = self.ports.setdefault(service, free_port())
-        process = service_process(service, port, self.logs / f"{service}.log",
-                                  self.service_env(service))
-        process.start()
-        self.services[service] = process
-
-    def start_replica(self, service: str) -> str:
-        """One more instance of ``service`` (its own port and log; the same broker group
-        and database), ready: its name, ``service-2``, ``service-3``, ..."""
-        name = replica_name(service, self.services)
+    def start_service(self, service: str, name: str | None = None) -> None:
+        """Start ``service`` as ``name`` (its port, log and entry here; default: itself)."""
+        name = name or service
         port = self.ports.setdefault(name, free_port())
         process = service_process(service, port, self.logs / f"{name}.log",
                                   self.service_env(service))
         process.start()
         self.services[name] = process
+
+    def start_replica(self, service: str) -> str:
+        """One more instance of ``service`` (its own port and log; the same broker group
+        and database), ready: its name, ``service-2``, ``service-3``, ..."""
+        name = replica_name(service, self.services)
+        self.start_service(service, name)
         self.wait_ready((name,))
         return name
 

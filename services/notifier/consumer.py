@@ -320,11 +320,11 @@ class TrackerEventsConsumer:
             fresh = {row[0] for row in new} | set(replaced)
             if not fresh:
                 return
-            rows = [row for e, plan in zip(events, plans, strict=True)
-                    if e.assignment_id in fresh for row in due_rows.rows(e, plan)]
-            if rows:
+            due = [row for e, plan in zip(events, plans, strict=True)
+                   if e.assignment_id in fresh for row in due_rows.rows(e, plan)]
+            if due:
                 await driver.copy_records_to_table("due_dates", schema_name=SCHEMA,
-                                                   columns=DUE_COLUMNS, records=rows)
+                                                   columns=DUE_COLUMNS, records=due)
 
     async def store_agencies(self, events: list[AgencyEvent]) -> None:
         rows = [{"id": e.agency_id, "name": e.name, "emails": e.emails, "language": e.language,

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from bench.pipeline import add_arguments, paused, summary
-from hrtrack.devstack import replica_name
+from hrtrack.devstack import instances, replica_name
 
 FIGURES = {"rec_per_s": 3779.4, "ratio": 0.361, "p99_ms": 102.2}
 
@@ -78,3 +78,9 @@ def test_replicas_are_numbered_after_the_instances_running() -> None:
     assert replica_name("tracker", ["intake", "tracker", "notifier"]) == "tracker-2"
     assert replica_name("tracker", ["tracker", "tracker-2"]) == "tracker-3"
     assert replica_name("notifier", ["tracker", "tracker-2", "notifier"]) == "notifier-2"
+
+
+def test_a_services_instances_are_it_and_its_replicas() -> None:
+    assert instances("tracker", ["intake", "tracker", "tracker-2", "notifier"]) == [
+        "tracker", "tracker-2"]
+    assert instances("notifier", ["tracker", "tracker-2"]) == []
