@@ -259,14 +259,14 @@ async def raw_kafka(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tupl
     return produce, consume
 
 
-RAW_TABLES = ("recommendations", "recommendation_versions", "assignments", "history")
+RAW_TABLES = ("recommendations", "assignments", "history")
 
 
 async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
                        tables: tuple[str, ...] = RAW_TABLES, like_tracker: bool = True) -> float:
     """Recommendations/s that asyncpg executemany stores, one transaction, of the rows the
-    tracker writes per recommendation: its row, its version, one assignment per agency and
-    its history entry (naming the assignments it created), or the `tables` given
+    tracker writes per new recommendation: its row, one assignment per agency and its
+    history entry (naming the assignments it created), or the `tables` given
     of these. `like_tracker`: into tables with the tracker's columns, indexes and logging;
     otherwise into unlogged tables without indexes (what this machine can do with no index
     or WAL to maintain)."""
@@ -278,9 +278,6 @@ async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
              json.dumps([d.model_dump(mode="json") for d in e.due_dates]),
              json.dumps([x.model_dump(mode="json") for x in e.executors]),
              json.dumps(e.payload), e.content_hash, 1, False, now, now, now, e.event_id)
-            for e in events],
-        "recommendation_versions": [
-            (e.recommendation_id, 1, e.content_hash, json.dumps(e.payload), now)
             for e in events],
         "assignments": [
             (uuid.uuid4(), e.recommendation_id, uuid.uuid4(), x.role.value, "not_started",
@@ -299,8 +296,6 @@ async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
         "recommendations": "INSERT INTO bench_recommendations VALUES ($1,$2,$3,$4::jsonb,$5,"
                            "$6::jsonb,$7::jsonb,$8::jsonb,$9::jsonb,$10,$11,$12,$13,$14,$15,"
                            "$16)",
-        "recommendation_versions": "INSERT INTO bench_recommendation_versions VALUES "
-                                   "($1,$2,$3,$4::jsonb,$5)",
         "assignments": "INSERT INTO bench_assignments VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,"
                        "$11)",
         "history": "INSERT INTO bench_history (entity, entity_id, action, actor, data, at) "
@@ -415,8 +410,8 @@ async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
     ratio = result.rec_per_s / lowest
     print(f"  raw limits ({raw_n} of the same payloads/rows): aiokafka produce "
           f"{produce:,.0f} msg/s, consume {consume:,.0f} msg/s; asyncpg executemany into "
-          f"tables like the tracker's of every row it writes per recommendation (its row, "
-          f"version, assignments, history) {database:,.0f} recommendations/s")
+          f"tables like the tracker's of every row it writes per new recommendation (its "
+          f"row, assignments, history) {database:,.0f} recommendations/s")
     print(f"    of the recommendation and assignment rows only: {core:,.0f}/s into tables "
           f"like the tracker's, {bare:,.0f}/s into unlogged tables without indexes")
     print(f"  ratio end-to-end / lowest raw limit: {ratio:.2f} (against the recommendation "

@@ -43,7 +43,6 @@ from services.tracker.models import (
     OutboxEvent,
     ProgressReport,
     Recommendation,
-    RecommendationVersion,
     utcnow,
 )
 from shared.db import driver_connection
@@ -66,7 +65,6 @@ from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS, TOPIC_RECOMMENDAT
 AGENCIES = Agency.__table__  # type: ignore[attr-defined]
 ALIASES = AgencyAlias.__table__  # type: ignore[attr-defined]
 RECOMMENDATIONS = Recommendation.__table__  # type: ignore[attr-defined]
-VERSIONS = RecommendationVersion.__table__  # type: ignore[attr-defined]
 ASSIGNMENTS = Assignment.__table__  # type: ignore[attr-defined]
 REPORTS = ProgressReport.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryEntry.__table__  # type: ignore[attr-defined]
@@ -133,8 +131,17 @@ UPSERT_RECOMMENDATIONS = unnest_insert(
             "executors", "payload", "content_hash", "needs_deadline", "updated_at",
             "last_event_at", "last_event_id"),
     extra_set="version = recommendations.version + 1", returning="id, version")
-VERSION_COLUMNS = {"recommendation_id": "uuid", "version": "int", "content_hash": "text",
-                   "payload": "jsonb", "created_at": "timestamptz"}
+# The current version lives in the recommendation row; recommendation_versions keeps the
+# ones it replaced (copied there by the change that replaces them: most recommendations
+# never change, and a copy of each at creation was one row in six of what the tracker
+# wrote). A tracker older than migration 0006 copied each version at creation: DO NOTHING.
+ARCHIVE_VERSIONS = f"""
+INSERT INTO {SCHEMA}.recommendation_versions
+       (recommendation_id, version, content_hash, payload, created_at)
+SELECT id, version, content_hash, payload, updated_at FROM {SCHEMA}.recommendations
+WHERE id = ANY($1::uuid[])
+ON CONFLICT (recommendation_id, version) DO NOTHING
+"""
 ASSIGNMENT_COLUMNS = {
     "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "role": "text",
     "status": "text", "due": "date", "active_from": "date", "version": "int",
@@ -329,18 +336,15 @@ class TrackerRepository:
         driver = await self.driver_connection()
         rec_rows = [self._recommendation_row(e, now) for e in changed]
         # New rows go in with COPY (the cheapest way in, on both sides); rows that exist
-        # (locked above) are upserted. Versions are new rows by construction.
+        # (locked above) are upserted, after the version each replaces is archived.
         await self.copy_rows("recommendations", RECOMMENDATION_COLUMNS,
                              [r for r in rec_rows if r["id"] not in existing])
         versions: dict[uuid.UUID, int] = {r["id"]: 1 for r in rec_rows}
         updated = [r for r in rec_rows if r["id"] in existing]
         if updated:
+            await driver.execute(ARCHIVE_VERSIONS, [r["id"] for r in updated])
             versions.update({row["id"]: row["version"] for row in await driver.fetch(
                 UPSERT_RECOMMENDATIONS, *columns_of(updated, RECOMMENDATION_COLUMNS))})
-        await self.copy_rows("recommendation_versions", VERSION_COLUMNS, [
-            {"recommendation_id": e.recommendation_id, "version": versions[e.recommendation_id],
-             "content_hash": e.content_hash, "payload": row["payload"], "created_at": now}
-            for e, row in zip(changed, rec_rows, strict=True)])
         encoded = {row["id"]: dates_fragments(row["deadline"], row["due_dates"])
                    for row in rec_rows}
         created = await self._upsert_assignments(

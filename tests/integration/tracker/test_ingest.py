@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from services.tracker.models import RecommendationVersion
 from services.tracker.queries import assignment_history
-from services.tracker.repository import HISTORY, RECOMMENDATIONS, VERSIONS
+from services.tracker.repository import HISTORY, RECOMMENDATIONS
 from tests.conftest import unique
 from tests.helpers import eventually
 from tests.integration.tracker.conftest import Tracker
@@ -18,6 +19,8 @@ from tests.integration.tracker.support import (
     plan_event,
     produce,
 )
+
+VERSIONS = RecommendationVersion.__table__  # type: ignore[attr-defined]
 
 
 async def stored(tracker: Tracker, ids: list, n: int | None = None) -> None:  # type: ignore[type-arg]
@@ -86,15 +89,44 @@ async def test_changed_content_makes_version_two_and_a_late_old_event_loses(
     row = await rec_row(tracker, rid)
     assert (row["version"], row["text"], row["content_hash"]) == (2, "Draft and adopt a law",
                                                                   v2.content_hash)
-    async with tracker.sessions() as session:
-        versions = (await session.execute(select(VERSIONS.c.version, VERSIONS.c.content_hash)
-                                          .where(VERSIONS.c.recommendation_id == rid)
-                                          .order_by(VERSIONS.c.version))).all()
-    assert [tuple(v) for v in versions] == [(1, v1.content_hash), (2, v2.content_hash)]
+    # The current version is the row itself; the one it replaced is archived, as it was.
+    assert await archived_versions(tracker, rid) == [(1, v1.content_hash, v1.payload)]
     by_agency = {a["agency_name"]: a for a in await assignments_of(tracker.sessions, [rid])}
     assert set(by_agency) == {"Ministry of Justice", "Supreme Court"}
     assert by_agency["Ministry of Justice"]["version"] == 2
     assert by_agency["Supreme Court"]["version"] == 1
+
+
+async def archived_versions(tracker: Tracker, rec_id: object) -> list[tuple[object, ...]]:
+    """(version, content hash, payload) of the versions a change replaced, oldest first."""
+    async with tracker.sessions() as session:
+        return [tuple(v) for v in (await session.execute(
+            select(VERSIONS.c.version, VERSIONS.c.content_hash, VERSIONS.c.payload)
+            .where(VERSIONS.c.recommendation_id == rec_id)
+            .order_by(VERSIONS.c.version))).all()]
+
+
+async def test_each_change_archives_the_version_it_replaces(tracker: Tracker) -> None:
+    plan = unique("plan")
+    texts = ["Draft a law", "Draft and adopt a law", "Adopt the law and monitor it"]
+    events = [plan_event(plan, "1", "Ministry of Justice", text=t) for t in texts]
+    rid = events[0].recommendation_id
+    topic = tracker.settings.recommendations_topic
+    await produce(tracker.infra.bootstrap, topic, encoded(events[:1]))
+    await stored(tracker, [rid])
+    assert await archived_versions(tracker, rid) == [], "a new recommendation has one version"
+
+    # v2 alone, then v3 again with v2 re-delivered in front of it (same batch).
+    await produce(tracker.infra.bootstrap, topic, encoded(events[1:2]))
+    await wait_version(tracker, rid, 2)
+    await produce(tracker.infra.bootstrap, topic, encoded(events[1:]))
+    await wait_version(tracker, rid, 3)
+    row = await rec_row(tracker, rid)
+    assert (row["text"], row["content_hash"], row["payload"]) == (
+        texts[2], events[2].content_hash, events[2].payload)
+    assert await archived_versions(tracker, rid) == [
+        (1, events[0].content_hash, events[0].payload),
+        (2, events[1].content_hash, events[1].payload)]
 
 
 async def test_one_history_entry_per_change_names_the_assignments_it_created(
