@@ -50,9 +50,14 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> None:
-    """Run one service's Alembic migrations (synchronous: call it outside an event loop)."""
+def alembic_config(migrations_dir: Path, database_url: str) -> Config:
+    """Alembic's configuration for one service's migrations on this database."""
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    return config
+
+
+def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> None:
+    """Run one service's Alembic migrations (synchronous: call it outside an event loop)."""
+    command.upgrade(alembic_config(migrations_dir, database_url), revision)

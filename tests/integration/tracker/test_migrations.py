@@ -10,10 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 from alembic import command
-from alembic.config import Config
 
 from hrtrack.devstack import migrations_dir
-from shared.db import upgrade
+from shared.db import alembic_config, upgrade
 from tests.conftest import Infra, unique
 
 
@@ -43,10 +42,7 @@ def database(infra: Infra) -> Iterator[str]:
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir("tracker")))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.downgrade(config, revision)
+    command.downgrade(alembic_config(migrations_dir("tracker"), database_url), revision)
 
 
 INSERT_RECOMMENDATION = """
