@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import PeakMemory, all_pids, fresh_stack, machine, service_pids
 from hrtrack.devstack import DevStack, instances
 from services.tracker.domain import executor_claims
+from shared.db import asyncpg_dsn
 from shared.events import RecommendationEvent
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
 
@@ -86,10 +87,6 @@ def make_items(n: int, run: str, seed: int = 7) -> tuple[list[dict[str, Any]], i
                           "follow_up": i % 10 == 2, "follow_up_due": "2025-11-28",
                           "executors": as_list})
     return items, expected_assignments(items)
-
-
-def pg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
@@ -363,7 +360,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
     run_id = uuid.uuid4().hex[:6]
     items, expected = make_items(args.n, run_id)
-    pool = await asyncpg.create_pool(pg_dsn(stack.info()["database_url"]), min_size=1,
+    pool = await asyncpg.create_pool(asyncpg_dsn(stack.info()["database_url"]), min_size=1,
                                      max_size=4)
     try:
         await start_trackers(stack, args.trackers)

@@ -21,8 +21,8 @@ import httpx
 import psutil
 
 from bench.common import PeakMemory, all_pids, fresh_stack, machine
-from bench.pipeline import pg_dsn
 from hrtrack.devstack import DevStack
+from shared.db import asyncpg_dsn
 
 LANGUAGES = ("en", "ru", "kk")
 FIRST_DUE, LAST_DUE = date(2009, 1, 1), date(2012, 12, 31)
@@ -88,7 +88,7 @@ async def load(pool: asyncpg.Pool, n: int, agencies: int, seed: int = 3) -> int:
 
 async def run(args: argparse.Namespace, stack: DevStack) -> dict[str, float]:
     info = stack.info()
-    pool = await asyncpg.create_pool(pg_dsn(info["database_url"]), min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(asyncpg_dsn(info["database_url"]), min_size=1, max_size=2)
     try:
         started = time.perf_counter()
         due_rows = await load(pool, args.n, args.agencies)

@@ -50,6 +50,11 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+def asyncpg_dsn(database_url: str) -> str:
+    """The database URL as asyncpg itself takes it (without SQLAlchemy's driver name)."""
+    return database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
 def alembic_config(migrations_dir: Path, database_url: str) -> Config:
     """Alembic's configuration for one service's migrations on this database."""
     config = Config()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from hrtrack.devstack import DevStack
+from shared.db import asyncpg_dsn
 from tests.conftest import STACK_TEST_ENV
 from tests.helpers import eventually
 
@@ -57,7 +58,7 @@ async def post_all(stack: DevStack, batches: list[list[dict[str, Any]]]) -> list
 
 
 async def counts(stack: DevStack, plan: str) -> tuple[int, int, int]:
-    conn = await asyncpg.connect(stack.info()["database_url"].replace("+asyncpg", ""))
+    conn = await asyncpg.connect(asyncpg_dsn(stack.info()["database_url"]))
     try:
         row = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM tracker.recommendations WHERE payload->>'plan' = $1),"

@@ -12,17 +12,13 @@ import pytest
 from alembic import command
 
 from hrtrack.devstack import migrations_dir
-from shared.db import alembic_config, upgrade
+from shared.db import alembic_config, asyncpg_dsn, upgrade
 from tests.conftest import Infra, unique
-
-
-def dsn(database_url: str) -> str:
-    return database_url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 def fetch(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn(database_url))
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
             return list(await conn.fetch(sql, *args))
         finally:
