@@ -4,15 +4,17 @@ Starts its own PostgreSQL (as the tests do, with pg_stat_statements), migrates i
 assignment events the way the tracker does for the pipeline bench's recommendations (plan
 deadlines in 2031-2032, UPR and treaty-body due dates, 1 to 5 agencies each) and feeds them
 to ``TrackerEventsConsumer.handle_assignments`` in batches as the broker would hand them
-over (parse, keep the latest per key, store). Three rounds: every assignment new, every one
-changed (a new version with a quarter reported: its due dates are replaced), and the
-previous versions delivered again (stale: nothing may change).
+over (parse, keep the latest per key, store). Three rounds: every assignment new (one
+AssignmentsChanged per recommendation, as the tracker announces an ingest), every one
+changed (one AssignmentEvent per assignment, as it announces a report: a new version with a
+quarter reported, its due dates replaced), and the first round delivered again (stale:
+nothing may change).
 
-Prints per round the due rows written per event, the Python CPU per event of this process
-(all of the handler: parsing, rows, SQLAlchemy/asyncpg), the CPU the PostgreSQL processes
-used and the time per statement (pg_stat_statements; a COPY's time includes waiting for the
-client's rows). The consumer's clock says TODAY: report rows go up to its horizon. Run on
-demand, not in `make test`:
+Prints per round the due rows written per assignment, the Python CPU per assignment of this
+process (all of the handler: parsing, rows, SQLAlchemy/asyncpg), the CPU the PostgreSQL
+processes used and the time per statement (pg_stat_statements; a COPY's time includes
+waiting for the client's rows). The consumer's clock says TODAY: report rows go up to its
+horizon. Run on demand, not in `make test`:
 
     .venv/bin/python -m bench.notifier_ingest [--n 30000] [--batch 2000] [--profile FILE]
 
@@ -53,7 +55,13 @@ from services.notifier.settings import NotifierSettings
 from services.tracker.domain import active_from, executor_claims, own_due
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, upgrade
-from shared.events import AssignmentEvent, AssignmentEventType, AssignmentStatus
+from shared.events import (
+    AssignmentChange,
+    AssignmentEvent,
+    AssignmentEventType,
+    AssignmentsChanged,
+    AssignmentStatus,
+)
 from shared.ids import agency_id, assignment_id
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
 from shared.web import tune_garbage_collector
@@ -115,12 +123,27 @@ def postgres_cpu(pid: int) -> float:
 
 def encoded(events: list[AssignmentEvent]) -> list[tuple[bytes, bytes]]:
     """(key, value) of each event as the tracker's outbox publishes it."""
-    return [(str(e.assignment_id).encode(), e.model_dump_json().encode()) for e in events]
+    return [(str(e.recommendation_id).encode(), e.model_dump_json().encode()) for e in events]
+
+
+def encoded_changes(events: list[AssignmentEvent]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of these assignments as the tracker's ingest announces them: one
+    AssignmentsChanged per recommendation."""
+    by_recommendation: dict[uuid.UUID, list[AssignmentEvent]] = {}
+    for e in events:
+        by_recommendation.setdefault(e.recommendation_id, []).append(e)
+    changes = [AssignmentsChanged(
+        recommendation_id=rid, source=of_one[0].source, reference=of_one[0].reference,
+        text=of_one[0].text, deadline=of_one[0].deadline, due_dates=of_one[0].due_dates,
+        assignments=[AssignmentChange.model_validate(e.model_dump()) for e in of_one])
+        for rid, of_one in by_recommendation.items()]
+    return [(str(c.recommendation_id).encode(), c.model_dump_json().encode()) for c in changes]
 
 
 async def run_round(name: str, consumer: TrackerEventsConsumer, engine: Any,
-                    bodies: list[tuple[bytes, bytes]], batch: int, pg_pid: int,
+                    bodies: list[tuple[bytes, bytes]], n: int, batch: int, pg_pid: int,
                     profile: cProfile.Profile | None) -> None:
+    """``bodies``: records carrying ``n`` assignments."""
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_stat_statements_reset()"))
     pg_before = postgres_cpu(pg_pid)
@@ -137,17 +160,17 @@ async def run_round(name: str, consumer: TrackerEventsConsumer, engine: Any,
         stats = (await conn.execute(text(
             "SELECT calls, rows, total_exec_time, query FROM pg_stat_statements "
             "WHERE query ~* 'notifier' ORDER BY total_exec_time DESC"))).all()
-    n = len(bodies)
-    print(f"\n{name}: {n:,} events in batches of {batch}: {wall:.2f}s wall, "
-          f"{n / wall:,.0f} events/s")
-    print(f"  Python CPU (this process): {cpu * 1e6 / n:6.1f} us/event")
-    print(f"  PostgreSQL CPU (all its processes): {pg_cpu * 1e6 / n:6.1f} us/event")
+    print(f"\n{name}: {n:,} assignments in {len(bodies):,} records, batches of {batch}: "
+          f"{wall:.2f}s wall, {n / wall:,.0f} assignments/s")
+    print(f"  Python CPU (this process): {cpu * 1e6 / n:6.1f} us/assignment")
+    print(f"  PostgreSQL CPU (all its processes): {pg_cpu * 1e6 / n:6.1f} us/assignment")
     # New assignments go in with COPY too: count the due rows' COPY only.
     copied = sum(s.rows for s in stats if s.query.lstrip().upper().startswith("COPY")
                  and "due_dates" in s.query)
-    print(f"  due rows written: {copied / n:.2f}/event")
+    print(f"  due rows written: {copied / n:.2f}/assignment")
     total = sum(s.total_exec_time for s in stats)
-    print(f"  PostgreSQL statement time: {total / 1000:.2f}s = {total * 1000 / n:.1f} us/event")
+    print(f"  PostgreSQL statement time: {total / 1000:.2f}s = {total * 1000 / n:.1f} "
+          "us/assignment")
     for s in stats[:6]:
         query = " ".join(s.query.split())
         print(f"    {s.total_exec_time / 1000:7.3f}s {s.calls:6,} calls {s.rows:9,} rows  "
@@ -199,7 +222,8 @@ async def main(args: argparse.Namespace, database_url: str, pg_pid: int) -> None
     events = make_events(args.n)
     rows_per_event = sum(len(e.due_dates) for e in events) / len(events)
     print(f"{len(events):,} assignment events, {rows_per_event:.1f} own due dates each")
-    first, second = encoded(events), encoded(next_versions(events))
+    n = len(events)
+    first, second = encoded_changes(events), encoded(next_versions(events))
     del events
     # Like a service after startup: what lives on (the events to feed) stays out of the
     # collector's scans, so the rounds measure the handler, not the bench's own heap.
@@ -207,10 +231,11 @@ async def main(args: argparse.Namespace, database_url: str, pg_pid: int) -> None
     gc.freeze()
     profile = cProfile.Profile() if args.profile else None
     try:
-        await run_round("new assignments", consumer, engine, first, args.batch, pg_pid, profile)
-        await run_round("changed assignments", consumer, engine, second, args.batch, pg_pid,
+        await run_round("new assignments", consumer, engine, first, n, args.batch, pg_pid,
                         profile)
-        await run_round("stale re-deliveries", consumer, engine, first, args.batch, pg_pid,
+        await run_round("changed assignments", consumer, engine, second, n, args.batch, pg_pid,
+                        profile)
+        await run_round("stale re-deliveries", consumer, engine, first, n, args.batch, pg_pid,
                         profile)
         async with engine.connect() as conn:
             due = (await conn.execute(text("SELECT count(*) FROM notifier.due_dates"))).scalar()

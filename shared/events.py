@@ -1,8 +1,9 @@
 """Versioned event schemas on the Kafka topics, defined once for every service.
 
 Every event is keyed by the id whose events must stay in order: recommendation id on
-`recommendations`, assignment id on `assignments`, agency id on `agencies`. Consumers
-deduplicate with `event_id`.
+`recommendations` and on `assignments` (an assignment belongs to one recommendation, so all
+of its events share a partition, in order), agency id on `agencies`. Consumers deduplicate
+with `event_id`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.deadlines import Deadline
 from shared.executors import Executor
@@ -105,10 +106,19 @@ class AssignmentEventType(StrEnum):
     CLOSED = "assignment.closed"
 
 
-class AssignmentEvent(EventBase):
-    """Published by the tracker (through its outbox) on `assignments`."""
+# AssignmentEvent's types, spelled out so that the topic's two event shapes form a union
+# told apart by `type` (ASSIGNMENT_TOPIC_EVENT).
+SingleAssignmentEventType = Literal[
+    AssignmentEventType.CREATED, AssignmentEventType.UPDATED,
+    AssignmentEventType.STATUS_CHANGED, AssignmentEventType.REPORT_SUBMITTED,
+    AssignmentEventType.CLOSED]
 
-    type: AssignmentEventType
+
+class AssignmentEvent(EventBase):
+    """Published by the tracker (through its outbox) on `assignments` when one assignment
+    changes: a progress report, its status."""
+
+    type: SingleAssignmentEventType
     assignment_id: uuid.UUID
     recommendation_id: uuid.UUID
     agency_id: uuid.UUID
@@ -147,3 +157,55 @@ class AgencyEvent(EventBase):
     language: str = "en"
     escalation_email: str | None = None
     needs_review: bool = False
+
+
+ASSIGNMENTS_CHANGED: Literal["assignments.changed"] = "assignments.changed"
+
+
+class AssignmentChange(BaseModel):
+    """One assignment as a recommendation change left it (an item of `AssignmentsChanged`):
+    the fields of its own `AssignmentEvent` that are not the recommendation's."""
+
+    event_id: uuid.UUID = Field(description="The id its own AssignmentEvent would have")
+    type: SingleAssignmentEventType
+    assignment_id: uuid.UUID
+    agency_id: uuid.UUID
+    agency_name: str
+    role: str
+    status: AssignmentStatus
+    active_from: date | None = None
+    reported_periods: list[date] = Field(default_factory=list)
+    version: int = 1
+    due: date | None = None
+    previous_status: AssignmentStatus | None = None
+
+
+class AssignmentsChanged(EventBase):
+    """Published by the tracker on `assignments` when it stores a recommendation change (or
+    a change delivered again): every assignment the change created, updated, reopened or
+    cancelled, in one event. The recommendation's text, deadline and due dates travel once
+    instead of once per assignment (most recommendations name several agencies)."""
+
+    type: Literal["assignments.changed"] = ASSIGNMENTS_CHANGED
+    recommendation_id: uuid.UUID
+    source: Source
+    reference: str
+    text: str
+    deadline: Deadline
+    due_dates: list[DueDate]
+    assignments: list[AssignmentChange]
+
+    def assignment_events(self) -> list[AssignmentEvent]:
+        """The change as one `AssignmentEvent` per assignment, with the ids they carry."""
+        shared = {"occurred_at": self.occurred_at, "recommendation_id": self.recommendation_id,
+                  "source": self.source, "reference": self.reference, "text": self.text,
+                  "deadline": self.deadline, "due_dates": self.due_dates}
+        return [AssignmentEvent.model_validate({**change.model_dump(), **shared})
+                for change in self.assignments]
+
+
+# What the `assignments` topic carries: either shape, told apart by `type`.
+AssignmentTopicEvent = Annotated[AssignmentEvent | AssignmentsChanged,
+                                 Field(discriminator="type")]
+ASSIGNMENT_TOPIC_EVENT: TypeAdapter[AssignmentEvent | AssignmentsChanged] = TypeAdapter(
+    AssignmentTopicEvent)

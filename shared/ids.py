@@ -7,7 +7,7 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from asyncpg.pgproto.pgproto import UUID as FastUUID
 
@@ -47,6 +47,13 @@ def assignment_event_id(assignment: uuid.UUID, version: int, event_type: str) ->
     announces the report and the status change it makes, both of one version). Announcing
     the same again (after a crash) repeats the id, so consumers can drop the copy."""
     return _uuid5(f"assignment-event|{assignment}|{version}|{event_type}")
+
+
+def assignments_changed_id(change_event_ids: Iterable[uuid.UUID]) -> uuid.UUID:
+    """An `AssignmentsChanged` event's id: one per set of assignment states it announces
+    (their event ids, in any order: a change announced again from the stored rows lists
+    them in another), so announcing the same again repeats it too."""
+    return _uuid5("assignments-changed|" + "|".join(sorted(map(str, change_event_ids))))
 
 
 _IDS_PER_READ = 1024

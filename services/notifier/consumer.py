@@ -1,6 +1,12 @@
 """Keeps the notifier's view of assignments and agency contacts from the tracker's events.
 
-Each assignment event replaces the assignment's due dates: its own (deadline, recurring
+The `assignments` topic carries two shapes (shared.events.ASSIGNMENT_TOPIC_EVENT): an
+AssignmentsChanged, several assignments of one recommendation change with the
+recommendation's fields once, and an AssignmentEvent, one assignment. Both are read as
+``Tracked`` pairs (an assignment's own fields, its recommendation's), and what the
+recommendation gives is worked out once per event.
+
+Each assignment's state replaces its due dates: its own (deadline, recurring
 years, follow-up, UPR mid-term and next review) as the tracker sends them, plus one row per
 quarterly progress report still owed, which the notifier computes itself from
 ``active_from``, the last own due date and ``reported_periods`` (policy.report_periods).
@@ -23,7 +29,7 @@ notifier's largest cost (bench/notifier_ingest.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from operator import attrgetter
 from typing import Any
@@ -46,9 +52,13 @@ from services.notifier.settings import NotifierSettings
 from shared.clock import Clock
 from shared.db import driver_connection
 from shared.events import (
+    ASSIGNMENT_TOPIC_EVENT,
     AgencyEvent,
+    AssignmentChange,
     AssignmentEvent,
+    AssignmentsChanged,
     AssignmentStatus,
+    DueDate,
     DueKind,
     Source,
     latest_per_key,
@@ -69,11 +79,35 @@ def raw_bodies(msg: Any) -> Any:
     return msg.body
 
 
-def latest_pairs(pairs: list[tuple[Any, Any]], key: str) -> list[tuple[Any, Any]]:
-    """The (event, record) pairs of the last event per id: within a batch only that one
-    matters (events of one key are ordered). ``key`` names the events' UUID id field."""
-    id_of = attrgetter(f"{key}.int")  # an int hashes in C, a UUID in Python
+def latest_pairs(pairs: list[tuple[Any, Any]], id_of: Callable[[Any], Any]
+                 ) -> list[tuple[Any, Any]]:
+    """The (item, record) pairs of the last item per id: within a batch only that one
+    matters (events of one key are ordered). ``id_of``: an item's id, best an int (an int
+    hashes in C, a UUID in Python)."""
     return latest_per_key(pairs, lambda pair: id_of(pair[0]))
+
+
+# One assignment as an event left it: (its own fields, its recommendation's). An
+# AssignmentEvent is both; an AssignmentsChanged event holds several AssignmentChanges and
+# their recommendation's fields once.
+AssignmentFields = AssignmentEvent | AssignmentChange
+RecommendationFields = AssignmentEvent | AssignmentsChanged
+Tracked = tuple[AssignmentFields, RecommendationFields]
+tracked_id = attrgetter("assignment_id.int")
+
+
+def tracked_assignments(event: AssignmentEvent | AssignmentsChanged) -> list[Tracked]:
+    """The assignments an event of the `assignments` topic carries, in its order."""
+    if isinstance(event, AssignmentsChanged):
+        return [(change, event) for change in event.assignments]
+    return [(event, event)]
+
+
+def latest_tracked(events: Sequence[AssignmentEvent | AssignmentsChanged]) -> list[Tracked]:
+    """Each assignment's state from the last of these events that carries it."""
+    return [t for t, _ in latest_pairs(
+        [(t, None) for e in events for t in tracked_assignments(e)],
+        lambda t: tracked_id(t[0]))]
 
 
 # The due_dates columns, in the order of the rows due_rows makes (COPY writes them as is).
@@ -119,9 +153,27 @@ DELETE_DUE_DATES = "DELETE FROM notifier.due_dates WHERE assignment_id = ANY($1:
 
 # The report periods to write, reports_from, reports_until
 Reports = tuple[tuple[Period, ...], date | None, date | None]
-# status, own due dates {(kind, due): start}, Reports
+# A recommendation's own due dates {(kind, due): start}, and its last own deadline
+OwnDates = tuple[dict[tuple[str, date], date | None], date | None]
+# status, own due dates, Reports
 DuePlan = tuple[str, dict[tuple[str, date], date | None], Reports]
 NO_REPORTS: Reports = ((), None, None)
+
+
+def own_dates(due_dates: list[DueDate]) -> OwnDates:
+    """A recommendation's due dates as its assignments' rows have them (a date named twice:
+    one row; report dates: the notifier computes its own), and its last own deadline, from
+    which report periods are owed (policy.report_periods)."""
+    own: dict[tuple[str, date], date | None] = {}
+    last_own: date | None = None
+    for d in due_dates:
+        kind = d.kind
+        if kind is DueKind.REPORT:
+            continue
+        own[(KIND_VALUES[kind], d.due)] = d.start
+        if kind is DueKind.DEADLINE and (last_own is None or d.due > last_own):
+            last_own = d.due
+    return own, last_own
 
 
 class DueRows:
@@ -153,30 +205,24 @@ class DueRows:
             found = self._reports[key] = (tuple(write), since, until)
         return found
 
-    def plan(self, event: AssignmentEvent, window: tuple[date, date]) -> DuePlan:
-        """What one assignment's rows are made of (none once it is closed), with report rows
-        due within ``window``, and its reports_from and reports_until (None: every owed
-        report due before, or after, the window has its row). The rows themselves are made
-        by ``rows``, for the events stored only."""
-        status = STATUS_VALUES[event.status]
+    def plan(self, assignment: AssignmentFields, dates: OwnDates, window: tuple[date, date]
+             ) -> DuePlan:
+        """What one assignment's rows are made of (none once it is closed): ``dates``, its
+        recommendation's (own_dates), and report rows due within ``window``; and its
+        reports_from and reports_until (None: every owed report due before, or after, the
+        window has its row). The rows themselves are made by ``rows``, for the assignments
+        stored only."""
+        status = STATUS_VALUES[assignment.status]
         if status in self.policy.closed_statuses:
             return status, {}, NO_REPORTS
-        own: dict[tuple[str, date], date | None] = {}  # a due date named twice: one row
-        last_own: date | None = None
-        for d in event.due_dates:
-            kind = d.kind
-            if kind is DueKind.REPORT:
-                continue  # computed here, below
-            own[(KIND_VALUES[kind], d.due)] = d.start
-            if kind is DueKind.DEADLINE and (last_own is None or d.due > last_own):
-                last_own = d.due
-        return status, own, self.owed_reports(event.active_from, last_own,
-                                              tuple(event.reported_periods), window)
+        own, last_own = dates
+        return status, own, self.owed_reports(assignment.active_from, last_own,
+                                              tuple(assignment.reported_periods), window)
 
     @staticmethod
-    def rows(event: AssignmentEvent, plan: DuePlan) -> list[tuple[Any, ...]]:
+    def rows(assignment: AssignmentFields, plan: DuePlan) -> list[tuple[Any, ...]]:
         status, own, (reports, _since, _until) = plan
-        aid, agency, role = event.assignment_id, event.agency_id, event.role
+        aid, agency, role = assignment.assignment_id, assignment.agency_id, assignment.role
         rows = [(aid, kind, due, start, agency, status, role)
                 for (kind, due), start in own.items()]
         # One per quarter, so no two alike, and of another kind than the own ones.
@@ -184,14 +230,30 @@ class DueRows:
         return rows
 
 
-def assignment_rows(events: list[AssignmentEvent], plans: list[DuePlan]
-                    ) -> list[tuple[Any, ...]]:
+class Recommendations:
+    """What the assignments of one recommendation share, worked out once per event that
+    carries it (an AssignmentsChanged event carries several assignments)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[OwnDates, str]] = {}
+
+    def __call__(self, recommendation: RecommendationFields) -> tuple[OwnDates, str]:
+        """Its own due dates (own_dates) and its deadline as JSON."""
+        found = self._seen.get(id(recommendation))
+        if found is None:
+            found = self._seen[id(recommendation)] = (
+                own_dates(recommendation.due_dates), recommendation.deadline.model_dump_json())
+        return found
+
+
+def assignment_rows(tracked: list[Tracked], plans: list[DuePlan],
+                    recommendations: Recommendations) -> list[tuple[Any, ...]]:
     """The rows of these assignments, one value per column of ASSIGNMENT_COLUMNS.
-    ``plans``: each event's (DueRows.plan), in the same order."""
-    return [(e.assignment_id, e.recommendation_id, e.agency_id, e.agency_name, e.role,
-             STATUS_VALUES[e.status], SOURCE_VALUES[e.source], e.reference, e.text,
-             e.deadline.model_dump_json(), e.active_from, e.reported_periods, e.version,
-             *plan[2][1:]) for e, plan in zip(events, plans, strict=True)]
+    ``plans``: each one's (DueRows.plan), in the same order."""
+    return [(a.assignment_id, r.recommendation_id, a.agency_id, a.agency_name, a.role,
+             STATUS_VALUES[a.status], SOURCE_VALUES[r.source], r.reference, r.text,
+             recommendations(r)[1], a.active_from, a.reported_periods, a.version,
+             *plan[2][1:]) for (a, r), plan in zip(tracked, plans, strict=True)]
 
 
 def assignment_columns(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -227,32 +289,37 @@ class TrackerEventsConsumer:
                 max_poll_interval_ms=30 * 60 * 1000, decoder=raw_bodies, title=topic,
             )(handler)
 
-    async def _parse(self, msg: KafkaMessage, topic: str, model: Any) -> list[tuple[Any, Any]]:
+    async def _parse(self, msg: KafkaMessage, topic: str, validate_json: Callable[[bytes], Any]
+                     ) -> list[tuple[Any, Any]]:
         """(event, record) pairs; records that are no valid event go to the dead letters."""
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         parsed = []
         for record in records:
             try:
-                parsed.append((model.model_validate_json(record.value), record))
+                parsed.append((validate_json(record.value), record))
             except (ValidationError, ValueError, TypeError) as exc:
                 await send_to_dead_letters(self.broker, topic, record.value or b"", record.key, exc)
         return parsed
 
-    async def _store(self, topic: str, pairs: list[tuple[Any, Any]], key: str,
+    async def _store(self, topic: str, pairs: list[tuple[Any, Any]],
+                     id_of: Callable[[Any], Any],
                      store: Callable[[list[Any]], Awaitable[None]]) -> None:
-        """Store the batch, waiting out anything but a data error (a lost connection, a
-        restarting database: nothing is acknowledged before it is stored). If the database
-        rejects the data, store event by event and park the ones it rejects, so one bad
-        event never blocks the topic."""
-        pairs = latest_pairs(pairs, key)
+        """Store the batch's (item, record) pairs, the last item of each id (``id_of``),
+        waiting out anything but a data error (a lost connection, a restarting database:
+        nothing is acknowledged before it is stored). If the database rejects the data,
+        store item by item and park the records it rejects, so one bad event never blocks
+        the topic."""
+        pairs = latest_pairs(pairs, id_of)
         if not pairs:
             return
-        if await self._store_waiting(topic, store, [e for e, _ in pairs]) is None:
+        if await self._store_waiting(topic, store, [item for item, _ in pairs]) is None:
             return
         log.warning("the database rejected a batch of %s events; storing one by one", topic)
-        for event, record in pairs:
-            rejected = await self._store_waiting(topic, store, [event])
-            if rejected is not None:
+        parked: set[int] = set()  # an event of several items goes to the dead letters once
+        for item, record in pairs:
+            rejected = await self._store_waiting(topic, store, [item])
+            if rejected is not None and id(record) not in parked:
+                parked.add(id(record))
                 await send_to_dead_letters(self.broker, topic, record.value or b"", record.key,
                                            rejected)
 
@@ -270,34 +337,43 @@ class TrackerEventsConsumer:
 
     async def handle_assignments(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         topic = self.settings.assignments_topic
-        pairs = await self._parse(msg, topic, AssignmentEvent)
-        await self._store(topic, pairs, "assignment_id", self.store_assignments)
+        pairs = [(tracked, record) for event, record in
+                 await self._parse(msg, topic, ASSIGNMENT_TOPIC_EVENT.validate_json)
+                 for tracked in tracked_assignments(event)]
+        await self._store(topic, pairs, lambda t: tracked_id(t[0]), self.store_tracked)
         await msg.ack()
 
     async def handle_agencies(self, bodies: list[bytes], msg: KafkaMessage) -> None:
         topic = self.settings.agencies_topic
-        pairs = await self._parse(msg, topic, AgencyEvent)
-        await self._store(topic, pairs, "agency_id", self.store_agencies)
+        pairs = await self._parse(msg, topic, AgencyEvent.model_validate_json)
+        await self._store(topic, pairs, attrgetter("agency_id.int"), self.store_agencies)
         await msg.ack()
 
-    async def store_assignments(self, events: list[AssignmentEvent]) -> None:
+    async def store_assignments(self, events: Sequence[AssignmentEvent | AssignmentsChanged]
+                                ) -> None:
+        """Store the assignments these events carry, each as the last of them left it."""
+        await self.store_tracked(latest_tracked(events))
+
+    async def store_tracked(self, tracked: list[Tracked]) -> None:
         """Store the assignments and replace the due dates of those that changed.
 
-        ``events`` holds one event per assignment (the latest of the batch). Assignments
+        ``tracked`` holds one state per assignment (the latest of the batch). Assignments
         not stored yet go in with COPY; the others are upserted under the version guard. An
         assignment inserted now has no due dates yet (they are written only here, with their
         assignment, and assignments are never deleted), so only updated ones need the
         DELETE; the due rows then go in with COPY, several times cheaper than INSERTs.
         """
-        if not events:
+        if not tracked:
             return
-        # Each event worked out once: its report window goes in with the upsert (under its
-        # version guard); rows are made for the events applied only (a re-delivered stale
-        # batch makes none), and go in with COPY.
+        # Each assignment worked out once (what its recommendation gives, once per event):
+        # its report window goes in with the upsert (under its version guard); rows are
+        # made for the assignments applied only (a re-delivered stale batch makes none), and
+        # go in with COPY.
         window = report_dates_window(self.clock.today(), self.policy)
         due_rows = self.due_rows
-        plans = [due_rows.plan(e, window) for e in events]
-        rows = assignment_rows(events, plans)  # pure work, before the transaction
+        recommendations = Recommendations()
+        plans = [due_rows.plan(a, recommendations(r)[0], window) for a, r in tracked]
+        rows = assignment_rows(tracked, plans, recommendations)  # pure, before the transaction
         async with self.sessions() as session, session.begin():
             # The due rows of every changed assignment are replaced below, so the trigger
             # that copies a new status or role onto them (migrations 0003, 0004) is told it
@@ -306,7 +382,7 @@ class TrackerEventsConsumer:
             driver = await driver_connection(session)
             now = utcnow()
             stored = {r["id"] for r in await driver.fetch(
-                STORED_ASSIGNMENTS, [e.assignment_id for e in events])}
+                STORED_ASSIGNMENTS, [a.assignment_id for a, _ in tracked])}
             new = [row for row in rows if row[0] not in stored]
             if new:
                 await driver.copy_records_to_table(
@@ -320,8 +396,8 @@ class TrackerEventsConsumer:
             fresh = {row[0] for row in new} | set(replaced)
             if not fresh:
                 return
-            due = [row for e, plan in zip(events, plans, strict=True)
-                   if e.assignment_id in fresh for row in due_rows.rows(e, plan)]
+            due = [row for (a, _), plan in zip(tracked, plans, strict=True)
+                   if a.assignment_id in fresh for row in due_rows.rows(a, plan)]
             if due:
                 await driver.copy_records_to_table("due_dates", schema_name=SCHEMA,
                                                    columns=DUE_COLUMNS, records=due)

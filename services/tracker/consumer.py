@@ -1,7 +1,8 @@
 """Consumes recommendation events in batches: validate, store, announce, commit offsets.
 
-A batch is stored in one transaction; once it has committed, its assignment events are
-published, and only once the broker has acknowledged them are the offsets committed. A
+A batch is stored in one transaction; once it has committed, its assignment events (one
+AssignmentsChanged per recommendation change) are published, and only once the broker has
+acknowledged them are the offsets committed. A
 crash anywhere in between re-delivers the batch: the idempotent upsert makes the re-delivery
 change nothing, and an event whose change was already committed announces its assignments'
 current state again (same event ids), so no announcement is lost. A message that can never

@@ -107,7 +107,7 @@ async def submit_report(repo: TrackerRepository, assignment_id: uuid.UUID, data:
                          {"from": old.value, "to": new.value})
     reported = (await repo.reported_periods([assignment_id])).get(assignment_id, [])
     for kind in report_events(old, new):
-        repo.add_event(repo.topics.assignments, assignment_id, assignment_event(
+        repo.add_event(repo.topics.assignments, found["recommendation_id"], assignment_event(
             assignment, event_type=kind, source=found["source"], reference=found["reference"],
             text=found["recommendation_text"], deadline=found["deadline"],
             due_dates=found["due_dates"], reported=reported, previous_status=old,

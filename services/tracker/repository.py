@@ -2,10 +2,11 @@
 
 Every method runs inside the caller's transaction. The events of a change made over HTTP
 (reports, agencies), and of the agencies a batch creates from new executor names, commit
-with it in the outbox, for the relay to publish. The assignment
-events of an ingested batch are handed to the consumer instead (``announcements``), which
-publishes them once the transaction has committed and only then acknowledges the batch: a
-batch re-delivered after a crash announces its assignments again (see ``ingest``).
+with it in the outbox, for the relay to publish. The assignment events of an ingested batch
+(one AssignmentsChanged per recommendation change) are handed to the consumer instead
+(``announcements``), which publishes them once the transaction has committed and only then
+acknowledges the batch: a batch re-delivered after a crash announces its assignments again
+(see ``ingest``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -47,6 +49,7 @@ from services.tracker.models import (
 )
 from shared.db import driver_connection
 from shared.events import (
+    ASSIGNMENTS_CHANGED,
     AgencyEvent,
     AssignmentEventType,
     AssignmentStatus,
@@ -57,7 +60,7 @@ from shared.events import (
 )
 from shared.executors import Executor, ExecutorRole
 from shared.ids import agency_id as make_agency_id
-from shared.ids import assignment_event_id
+from shared.ids import assignment_event_id, assignments_changed_id
 from shared.ids import assignment_id as make_assignment_id
 from shared.kafka import OutgoingRecord, json_record
 from shared.settings import TOPIC_AGENCIES, TOPIC_ASSIGNMENTS, TOPIC_RECOMMENDATIONS
@@ -185,7 +188,7 @@ class TrackerRepository:
         self.topics = topics or Topics()
         self._outbox_rows: list[dict[str, Any]] = []
         self._history_rows: list[dict[str, Any]] = []
-        # Assignment events of the ingest, for the caller to publish after commit.
+        # AssignmentsChanged events of the ingest, for the caller to publish after commit.
         self.announcements: list[OutgoingRecord] = []
         self.created_agencies: list[str] = []
         # One clock reading per transaction, as PostgreSQL's now(): history is ordered by id.
@@ -203,7 +206,7 @@ class TrackerRepository:
                                   "payload": payload, "created_at": self.now})
 
     def announce(self, key: uuid.UUID, event: EncodedEvent) -> None:
-        """An assignment event of the ingest: published by the caller once committed."""
+        """An event of the ingest: published by the caller once committed."""
         self.announcements.append(json_record(str(key), event.payload, event.event_id))
 
     def add_history(self, entity: str, entity_id: uuid.UUID, action: str, actor: str,
@@ -394,8 +397,9 @@ class TrackerRepository:
         cancelled_by_report = await self._cancelled_by_report(cancelled)
 
         rows: list[dict[str, Any]] = []
-        announcements: list[tuple[dict[str, Any], RecommendationEvent, AssignmentEventType,
-                                  AssignmentStatus | None]] = []
+        # Per recommendation changed: (assignment row, event type, status before).
+        changes: dict[uuid.UUID, list[tuple[dict[str, Any], AssignmentEventType,
+                                            AssignmentStatus | None]]] = defaultdict(list)
         by_rec: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
         for a in current.values():
             by_rec[a["recommendation_id"]].add(a["id"])
@@ -437,7 +441,7 @@ class TrackerRepository:
                     "agency_name": agency_by_id[agency_id]["name"],
                 }
                 rows.append(row)
-                announcements.append((row, event, kind, previous))
+                changes[event.recommendation_id].append((row, kind, previous))
                 if before:
                     result.assignments_updated += 1
                     moved = {k: {"from": _plain(before[k]), "to": _plain(row[k])}
@@ -458,8 +462,8 @@ class TrackerRepository:
                        "version": before["version"] + 1, "updated_at": now, "closed_at": now}
                 rows.append(row)
                 result.assignments_cancelled += 1
-                announcements.append((row, event, AssignmentEventType.CLOSED,
-                                      AssignmentStatus(before["status"])))
+                changes[event.recommendation_id].append(
+                    (row, AssignmentEventType.CLOSED, AssignmentStatus(before["status"])))
                 self.add_history("assignment", dropped, "cancelled", event.submitted_by,
                                  {"reason": SYSTEM_CANCEL, "from": before["status"]})
 
@@ -469,9 +473,11 @@ class TrackerRepository:
         if known:
             driver = await self.driver_connection()
             await driver.execute(UPSERT_ASSIGNMENTS, *columns_of(known, ASSIGNMENT_COLUMNS))
-        for row, event, kind, previous in announcements:
-            self._announce_state(row, event, kind, encoded[event.recommendation_id],
-                                 reported.get(row["id"], []), previous)
+        for event in changed:
+            if event.recommendation_id in changes:
+                self._announce_changes(event, encoded[event.recommendation_id], [
+                    assignment_change(row, kind, reported.get(row["id"], []), previous)
+                    for row, kind, previous in changes[event.recommendation_id]])
         return created
 
     async def assignments_of(self, recommendation_ids: list[uuid.UUID], *,
@@ -496,22 +502,21 @@ class TrackerRepository:
         encoded = {rid: dates_fragments(*dates_json(e)) for rid, e in by_recommendation.items()}
         rows = await self.assignments_of(list(by_recommendation))
         reported = await self.reported_periods([r["id"] for r in rows])
-        for row in rows:
-            rid = row["recommendation_id"]
-            self._announce_state(row, by_recommendation[rid],
-                                 restated_event_type(row["version"], row["status"]),
-                                 encoded[rid], reported.get(row["id"], []))
+        for rid, of_one in groupby(rows, key=itemgetter("recommendation_id")):
+            self._announce_changes(by_recommendation[rid], encoded[rid], [
+                assignment_change(row, restated_event_type(row["version"], row["status"]),
+                                  reported.get(row["id"], [])) for row in of_one])
 
-    def _announce_state(self, row: dict[str, Any], event: RecommendationEvent,
-                        kind: AssignmentEventType, dates: tuple[orjson.Fragment, orjson.Fragment],
-                        reported: list[date], previous: AssignmentStatus | None = None) -> None:
-        """Announce an assignment row's state; ``dates``: its recommendation's deadline and
-        due dates as JSON (encoded once per recommendation)."""
+    def _announce_changes(self, event: RecommendationEvent,
+                          dates: tuple[orjson.Fragment, orjson.Fragment],
+                          changes: list[dict[str, Any]]) -> None:
+        """Announce the assignments a recommendation's change left (`assignment_change`s),
+        in one event keyed by the recommendation; ``dates``: its deadline and due dates as
+        JSON (encoded once per recommendation)."""
         deadline, due_dates = dates
-        self.announce(row["id"], assignment_event(
-            row, event_type=kind, source=event.source.value, reference=event.reference,
-            text=event.text, deadline=deadline, due_dates=due_dates, reported=reported,
-            previous_status=previous))
+        self.announce(event.recommendation_id, assignments_changed(
+            event.recommendation_id, source=event.source.value, reference=event.reference,
+            text=event.text, deadline=deadline, due_dates=due_dates, changes=changes))
 
     async def reported_periods(self, assignment_ids: list[uuid.UUID]
                                ) -> dict[uuid.UUID, list[date]]:
@@ -552,26 +557,51 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+def assignment_change(row: dict[str, Any], event_type: AssignmentEventType,
+                      reported: list[date], previous_status: AssignmentStatus | None = None
+                      ) -> dict[str, Any]:
+    """An assignment row's state as an `AssignmentChange` (the fields of its event that are
+    not its recommendation's), with its event id: one per assignment, version and type
+    (`shared.ids.assignment_event_id`)."""
+    return {
+        "event_id": assignment_event_id(row["id"], row["version"], event_type),
+        "type": event_type, "assignment_id": row["id"], "agency_id": row["agency_id"],
+        "agency_name": row["agency_name"], "role": row["role"], "status": row["status"],
+        "active_from": row["active_from"], "reported_periods": sorted(set(reported)),
+        "version": row["version"], "due": row["due"], "previous_status": previous_status,
+    }
+
+
+def assignments_changed(recommendation_id: uuid.UUID, *, source: str, reference: str, text: str,
+                        deadline: Any, due_dates: Any, changes: list[dict[str, Any]]
+                        ) -> EncodedEvent:
+    """An `AssignmentsChanged` event as JSON: ``changes`` from `assignment_change`.
+
+    `deadline` and `due_dates` are the recommendation's, as Python values or as JSON encoded
+    already (`orjson.Fragment`). The unit tests hold this to the schema: every field, nothing
+    else, and it validates. Its id follows from its changes' ids.
+    """
+    event_id = assignments_changed_id(c["event_id"] for c in changes)
+    return EncodedEvent(event_id, orjson.dumps({
+        "schema_version": 1, "event_id": event_id, "occurred_at": datetime.now(UTC),
+        "type": ASSIGNMENTS_CHANGED, "recommendation_id": recommendation_id, "source": source,
+        "reference": reference, "text": text, "deadline": deadline, "due_dates": due_dates,
+        "assignments": changes,
+    }, default=str).decode())  # default: asyncpg's own UUID type, which orjson does not know
+
+
 def assignment_event(
     row: dict[str, Any], *, event_type: AssignmentEventType, source: str, reference: str,
     text: str, deadline: Any, due_dates: Any, reported: list[date],
     previous_status: AssignmentStatus | None = None, report_period: date | None = None,
 ) -> EncodedEvent:
-    """An `AssignmentEvent` as JSON, built straight from the row (thousands per batch).
-
-    `deadline` and `due_dates` are the recommendation's, as Python values or as JSON already
-    encoded once per recommendation (`orjson.Fragment`). The unit tests hold this to the
-    `AssignmentEvent` schema: every field, nothing else, and it validates. Its id follows
-    from the assignment, version and type (`shared.ids.assignment_event_id`).
+    """An `AssignmentEvent` as JSON, built straight from the row: one assignment's change
+    (a progress report). The unit tests hold this to the schema like `assignments_changed`.
     """
-    event_id = assignment_event_id(row["id"], row["version"], event_type)
-    return EncodedEvent(event_id, orjson.dumps({
-        "schema_version": 1, "event_id": event_id, "occurred_at": datetime.now(UTC),
-        "type": event_type, "assignment_id": row["id"],
-        "recommendation_id": row["recommendation_id"], "agency_id": row["agency_id"],
-        "agency_name": row["agency_name"], "role": row["role"], "status": row["status"],
-        "source": source, "reference": reference, "text": text, "deadline": deadline,
-        "due_dates": due_dates, "active_from": row["active_from"],
-        "reported_periods": sorted(set(reported)), "version": row["version"],
-        "due": row["due"], "previous_status": previous_status, "report_period": report_period,
-    }, default=str).decode())  # default: asyncpg's own UUID type, which orjson does not know
+    change = assignment_change(row, event_type, reported, previous_status)
+    return EncodedEvent(change["event_id"], orjson.dumps({
+        **change, "schema_version": 1, "occurred_at": datetime.now(UTC),
+        "recommendation_id": row["recommendation_id"], "source": source,
+        "reference": reference, "text": text, "deadline": deadline, "due_dates": due_dates,
+        "report_period": report_period,
+    }, default=str).decode())

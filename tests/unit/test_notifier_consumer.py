@@ -11,15 +11,21 @@ from services.notifier.consumer import (
     ASSIGNMENT_COLUMNS,
     DUE_COLUMNS,
     DueRows,
+    Recommendations,
     assignment_columns,
     assignment_rows,
     latest_pairs,
+    latest_tracked,
+    own_dates,
+    tracked_assignments,
 )
 from services.notifier.policy import ReminderPolicy
 from shared.deadlines import Deadline
 from shared.events import (
+    AssignmentChange,
     AssignmentEvent,
     AssignmentEventType,
+    AssignmentsChanged,
     AssignmentStatus,
     DueDate,
     DueKind,
@@ -38,7 +44,7 @@ def rows_and_window(event: AssignmentEvent, window: tuple[date, date],
     """An assignment's due rows with report rows due within ``window``, and its
     reports_from and reports_until, as the consumer stores them (``due``: under POLICY
     unless given)."""
-    plan = (due or DueRows(POLICY)).plan(event, window)
+    plan = (due or DueRows(POLICY)).plan(event, own_dates(event.due_dates), window)
     _reports, since, until = plan[2]
     return DueRows.rows(event, plan), since, until
 
@@ -118,7 +124,8 @@ def test_latest_event_per_key_wins_within_a_batch() -> None:
     first, other, second = event(assignment_id=a, version=1), event(assignment_id=b), \
         event(assignment_id=a, version=2)
     pairs = [(first, "record 1"), (other, "record 2"), (second, "record 3")]
-    assert latest_pairs(pairs, "assignment_id") == [(other, "record 2"), (second, "record 3")]
+    assert latest_pairs(pairs, lambda e: e.assignment_id) == [(other, "record 2"),
+                                                               (second, "record 3")]
 
 
 def test_due_rows_carry_the_assignments_state() -> None:
@@ -225,8 +232,9 @@ def test_assignment_columns_follow_the_upsert() -> None:
     rows = DueRows(POLICY)
     # e owes the reports due 10 January (before the window) and 10 July (after it).
     window = (date(2010, 1, 11), date(2010, 7, 1))
-    plans = [rows.plan(e, window), rows.plan(plain, window)]
-    values = assignment_rows([e, plain], plans)
+    plans = [rows.plan(e, own_dates(e.due_dates), window),
+             rows.plan(plain, own_dates(plain.due_dates), window)]
+    values = assignment_rows([(e, e), (plain, plain)], plans, Recommendations())
     assert [len(row) for row in values] == [len(ASSIGNMENT_COLUMNS)] * 2
     assert values[0][list(ASSIGNMENT_COLUMNS).index("reported_periods")] == \
         [date(2010, 1, 1), date(2010, 7, 1)], "COPY takes the list as it is"
@@ -241,3 +249,71 @@ def test_assignment_columns_follow_the_upsert() -> None:
     assert columns["version"] == (1, 1)
     assert columns["reports_from"] == (date(2010, 1, 11), None)
     assert columns["reports_until"] == (date(2010, 7, 9), None)
+
+
+def changed(*changes: AssignmentChange) -> AssignmentsChanged:
+    """One recommendation's change of these assignments, with event()'s recommendation."""
+    shared = event()
+    return AssignmentsChanged(
+        recommendation_id=shared.recommendation_id, source=shared.source,
+        reference=shared.reference, text=shared.text, deadline=shared.deadline,
+        due_dates=[*shared.due_dates, DueDate(kind=DueKind.MID_TERM, due=date(2011, 6, 30))],
+        assignments=list(changes))
+
+
+def change(**overrides: object) -> AssignmentChange:
+    values: dict[str, object] = {
+        "event_id": uuid.uuid4(), "type": AssignmentEventType.CREATED,
+        "assignment_id": uuid.uuid4(), "agency_id": uuid.uuid4(), "agency_name": "Ministry",
+        "role": "co", "status": AssignmentStatus.NOT_STARTED, "active_from": date(2009, 11, 5)}
+    values.update(overrides)
+    return AssignmentChange.model_validate(values)
+
+
+def test_a_change_of_several_assignments_stores_as_their_own_events_would() -> None:
+    batch = changed(change(), change(status=AssignmentStatus.IN_PROGRESS, role="lead",
+                                     reported_periods=[date(2010, 1, 1)], version=3),
+                    change(status=AssignmentStatus.CANCELLED))
+    singles = batch.assignment_events()
+    window = (date(2010, 1, 11), date(2010, 7, 1))
+
+    def rows_of(tracked: list[Any]) -> tuple[list[Any], list[Any]]:
+        due = DueRows(POLICY)
+        recommendations = Recommendations()
+        plans = [due.plan(a, recommendations(r)[0], window) for a, r in tracked]
+        return (assignment_rows(tracked, plans, recommendations),
+                [row for (a, _), plan in zip(tracked, plans, strict=True)
+                 for row in DueRows.rows(a, plan)])
+
+    from_batch = rows_of(tracked_assignments(batch))
+    assert from_batch == rows_of([(e, e) for e in singles])
+    assignments, due = from_batch
+    assert [row[0] for row in assignments] == [c.assignment_id for c in batch.assignments]
+    assert {row[1] for row in assignments} == {batch.recommendation_id}
+    assert [row[5] for row in assignments] == ["not_started", "in_progress", "cancelled"]
+    # Each open one has the deadline, the mid-term date and its reports; the cancelled none.
+    assert {(row[0], row[1]) for row in due if row[1] != "report"} == {
+        (c.assignment_id, kind) for c in batch.assignments[:2]
+        for kind in ("deadline", "mid_term")}
+
+
+def test_the_events_of_an_assignment_expand_to_their_changes() -> None:
+    single = event()
+    batch = changed(change(), change())
+    assert tracked_assignments(single) == [(single, single)]
+    assert tracked_assignments(batch) == [(c, batch) for c in batch.assignments]
+    expanded = batch.assignment_events()
+    assert [(e.event_id, e.type, e.assignment_id, e.recommendation_id, e.text) for e in
+            expanded] == [(c.event_id, c.type, c.assignment_id, batch.recommendation_id,
+                           batch.text) for c in batch.assignments]
+
+
+def test_the_latest_state_of_each_assignment_wins_whatever_the_shape() -> None:
+    first, second = change(version=1), change()
+    older = event(assignment_id=first.assignment_id, version=1)
+    later = changed(first.model_copy(update={"version": 2}), second)
+    newest = event(assignment_id=second.assignment_id, version=2)
+    latest = latest_tracked([older, later, newest])
+    assert [(a.assignment_id, a.version, type(r).__name__) for a, r in latest] == [
+        (first.assignment_id, 2, "AssignmentsChanged"),
+        (second.assignment_id, 2, "AssignmentEvent")]

@@ -1,5 +1,5 @@
 """The tracker encodes assignment events itself (thousands per batch): they must be exactly
-the `AssignmentEvent` schema."""
+the `AssignmentEvent` and `AssignmentsChanged` schemas."""
 
 from __future__ import annotations
 
@@ -12,9 +12,24 @@ import orjson
 import pytest
 
 from services.tracker.domain import restated_event_type
-from services.tracker.repository import DUE_DATES_JSON, EncodedEvent, assignment_event
+from services.tracker.repository import (
+    DUE_DATES_JSON,
+    EncodedEvent,
+    assignment_change,
+    assignment_event,
+    assignments_changed,
+)
 from shared.deadlines import Deadline
-from shared.events import AssignmentEvent, AssignmentEventType, AssignmentStatus, DueDate, DueKind
+from shared.events import (
+    ASSIGNMENT_TOPIC_EVENT,
+    AssignmentChange,
+    AssignmentEvent,
+    AssignmentEventType,
+    AssignmentsChanged,
+    AssignmentStatus,
+    DueDate,
+    DueKind,
+)
 from shared.ids import assignment_event_id
 
 ROW: dict[str, Any] = {
@@ -101,3 +116,59 @@ def test_an_event_id_is_its_assignment_version_and_type() -> None:
 def test_a_restated_event_is_typed_from_the_stored_state(
         version: int, status: str, expected: AssignmentEventType) -> None:
     assert restated_event_type(version, status) is expected
+
+
+def encode_change(rows: list[dict[str, Any]] = [ROW], **overrides: Any  # noqa: B006
+                  ) -> EncodedEvent:
+    return assignments_changed(ROW["recommendation_id"], **{
+        "source": "plan", "reference": "NHRAP / 3", "text": "<b>Adopt</b> the law \u00ab\u00bb",
+        "deadline": orjson.Fragment(DEADLINE.model_dump_json()),
+        "due_dates": orjson.Fragment(DUE_DATES_JSON.dump_json(DUES)),
+        "changes": [assignment_change(row, AssignmentEventType.UPDATED,
+                                      [date(2010, 4, 1), date(2010, 1, 1), date(2010, 4, 1)],
+                                      AssignmentStatus.CANCELLED) for row in rows],
+        **overrides})
+
+
+def test_an_encoded_change_has_every_field_of_the_schema_and_nothing_else() -> None:
+    payload = json.loads(encode_change().payload)
+    assert set(payload) == set(AssignmentsChanged.model_fields)
+    assert [set(c) for c in payload["assignments"]] == [set(AssignmentChange.model_fields)]
+
+
+def test_an_encoded_change_validates_and_expands_to_the_events_of_its_assignments() -> None:
+    other = {**ROW, "id": uuid.uuid4(), "agency_id": uuid.uuid4(), "status": "not_started",
+             "version": 1}
+    event_id, payload = encode_change([ROW, other])
+    event = ASSIGNMENT_TOPIC_EVENT.validate_json(payload)
+    assert isinstance(event, AssignmentsChanged) and event.event_id == event_id
+    assert (event.recommendation_id, event.deadline, event.due_dates, event.text) == (
+        ROW["recommendation_id"], DEADLINE, DUES, "<b>Adopt</b> the law \u00ab\u00bb")
+    # Each assignment as its own event would have it: same id, same fields.
+    for row, single in zip([ROW, other], event.assignment_events(), strict=True):
+        own = AssignmentEvent.model_validate_json(assignment_event(
+            row, event_type=AssignmentEventType.UPDATED, source="plan", reference="NHRAP / 3",
+            text="<b>Adopt</b> the law \u00ab\u00bb", deadline=DEADLINE.model_dump(mode="json"),
+            due_dates=[d.model_dump(mode="json") for d in DUES],
+            reported=[date(2010, 1, 1), date(2010, 4, 1)],
+            previous_status=AssignmentStatus.CANCELLED).payload)
+        assert single.model_dump(exclude={"occurred_at"}) == \
+            own.model_dump(exclude={"occurred_at"})
+        assert single.event_id == assignment_event_id(row["id"], row["version"],
+                                                      AssignmentEventType.UPDATED)
+
+
+def test_a_change_announced_again_keeps_its_id() -> None:
+    """Whatever the order of its assignments (a restatement reads them from the database)."""
+    other = {**ROW, "id": uuid.uuid4()}
+    assert encode_change([ROW, other]).event_id == encode_change([other, ROW]).event_id
+    assert len({encode_change([ROW, other]).event_id, encode_change([ROW]).event_id,
+                encode_change([other]).event_id,
+                encode_change([{**ROW, "version": 4}]).event_id}) == 4
+
+
+def test_the_topic_tells_the_two_shapes_apart_by_type() -> None:
+    assert isinstance(ASSIGNMENT_TOPIC_EVENT.validate_json(encode().payload), AssignmentEvent)
+    with pytest.raises(ValueError, match="does not match any of the expected tags"):
+        ASSIGNMENT_TOPIC_EVENT.validate_json(
+            encode().payload.replace("assignment.status_changed", "assignment.renamed"))

@@ -26,7 +26,14 @@ from services.notifier import consumer as consumer_module
 from services.notifier.main import build_app
 from services.notifier.policy import ReminderPolicy
 from shared.deadlines import Deadline
-from shared.events import AssignmentEvent, AssignmentStatus, DueDate, DueKind
+from shared.events import (
+    AssignmentChange,
+    AssignmentEvent,
+    AssignmentsChanged,
+    AssignmentStatus,
+    DueDate,
+    DueKind,
+)
 from shared.retry import is_data_error
 from shared.settings import dead_letter_topic
 from tests.conftest import Infra, running, unique
@@ -276,8 +283,8 @@ async def test_an_assignment_another_writer_inserted_meanwhile_is_upserted(
 
     monkeypatch.setattr(consumer_module, "send_to_dead_letters", park)
     pairs = [(e, SimpleNamespace(value=b"{}", key=b"k")) for e in (newer, fresh)]
-    await store.consumer._store("assignments", pairs, "assignment_id",  # noqa: SLF001
-                                looked_too_early)
+    await store.consumer._store("assignments", pairs,  # noqa: SLF001
+                                lambda e: e.assignment_id, looked_too_early)
     assert attempts == [2, 1, 1], "the batch, then each event alone"
     assert parked == []
     row = await stored(store.engine, raced.assignment_id)
@@ -315,3 +322,49 @@ async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
     assert await stored(store.engine, refused.assignment_id) is None
     assert await due_dates(store.engine, last.assignment_id) == expected_due(
         last, store.policy, store.window)
+
+
+def one_change(*events: AssignmentEvent) -> AssignmentsChanged:
+    """These assignments as one change of the first one's recommendation."""
+    first = events[0]
+    return AssignmentsChanged(
+        recommendation_id=first.recommendation_id, source=first.source,
+        reference=first.reference, text=first.text, deadline=first.deadline,
+        due_dates=first.due_dates,
+        assignments=[AssignmentChange.model_validate(e.model_dump()) for e in events])
+
+
+async def test_a_change_of_several_assignments_is_stored_or_parked_as_one(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each assignment of an AssignmentsChanged is stored as its own event would be. One the
+    database refuses parks the event once, whichever of its assignments failed, and the
+    rest of the batch is stored."""
+    good = one_change(assignment(), assignment(role="co", status=AssignmentStatus.IN_PROGRESS,
+                                               reported_periods=[Q1]))
+    # PostgreSQL text cannot hold a NUL character: both of its assignments are refused.
+    refused = one_change(assignment(text="Adopt a law\x00 on legal aid."), assignment())
+    records = {id(e): SimpleNamespace(value=e.model_dump_json().encode(),
+                                      key=str(e.recommendation_id).encode())
+               for e in (refused, good)}
+    parked: list[Any] = []
+
+    async def park(*args: Any) -> None:
+        parked.append(args)
+
+    monkeypatch.setattr(consumer_module, "send_to_dead_letters", park)
+    pairs = [(tracked, records[id(event)]) for event in (refused, good)
+             for tracked in consumer_module.tracked_assignments(event)]
+    await store.consumer._store("assignments", pairs,  # noqa: SLF001
+                                lambda t: t[0].assignment_id, store.consumer.store_tracked)
+
+    assert [(topic, value, key) for _, topic, value, key, _ in parked] == [
+        ("assignments", records[id(refused)].value, records[id(refused)].key)]
+    for single in refused.assignment_events():
+        assert await stored(store.engine, single.assignment_id) is None
+    for single in good.assignment_events():
+        row = await stored(store.engine, single.assignment_id)
+        assert row is not None
+        assert (row["recommendation_id"], row["role"], row["status"], row["text"]) == (
+            good.recommendation_id, single.role, single.status.value, good.text)
+        assert await due_dates(store.engine, single.assignment_id) == expected_due(
+            single, store.policy, store.window)

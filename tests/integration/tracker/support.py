@@ -124,11 +124,27 @@ async def published(bootstrap: str, topic: str, keys: Iterable[str], at_least: i
 
 
 def distinct_events(records: list[Any], model: Any) -> list[Any]:
-    """The events of these records, each event id once (first occurrence), in order."""
+    """The events of these records, each event id once (first occurrence), in order.
+    ``model``: an event model or a TypeAdapter."""
+    validate_json = getattr(model, "model_validate_json", None) or model.validate_json
     seen: dict[str, Any] = {}
     for record in records:
-        event = model.model_validate_json(record.value)
+        event = validate_json(record.value)
         seen.setdefault(str(event.event_id), event)
+    return list(seen.values())
+
+
+def announced_assignments(records: list[Any]) -> list[Any]:
+    """The AssignmentEvents these `assignments` records announce: an AssignmentsChanged
+    as one event per assignment it carries; each event id once (first occurrence)."""
+    from shared.events import ASSIGNMENT_TOPIC_EVENT, AssignmentsChanged
+
+    seen: dict[str, Any] = {}
+    for record in records:
+        event = ASSIGNMENT_TOPIC_EVENT.validate_json(record.value)
+        for single in (event.assignment_events() if isinstance(event, AssignmentsChanged)
+                       else [event]):
+            seen.setdefault(str(single.event_id), single)
     return list(seen.values())
 
 

@@ -21,14 +21,14 @@ from shared.events import AssignmentEvent
 from tests.conftest import Infra, running, unique
 from tests.helpers import eventually
 from tests.integration.tracker.support import (
+    announced_assignments,
     assignments_of,
-    distinct_events,
     encoded,
     plan_event,
     produce,
-    published,
     upr_event,
 )
+from tests.integration.tracker.test_dead_letters import read_topic
 
 TODAY = date(2010, 5, 15)  # the service clock: the plan's 4th quarter of 2009 is overdue
 
@@ -88,11 +88,18 @@ async def world(infra: Infra) -> AsyncIterator[World]:
 
 async def published_events(world: World, assignment_id: uuid.UUID, count: int
                            ) -> list[AssignmentEvent]:
-    """The assignment's events on the assignments topic, once `count` of them are there."""
-    records = await published(world.app.state.settings.kafka_bootstrap,
-                              world.app.state.settings.assignments_topic,
-                              [str(assignment_id)], at_least=count)
-    return distinct_events(records, AssignmentEvent)
+    """The assignment's events on the assignments topic (keyed by its recommendation), once
+    `count` of them are there."""
+    recommendation = next(world.recs[rec] for (rec, _), aid in world.assignment.items()
+                          if aid == assignment_id)
+
+    async def enough() -> list[AssignmentEvent]:
+        records = [r for r in await read_topic(world.app.state.settings.kafka_bootstrap,
+                                               world.app.state.settings.assignments_topic)
+                   if r.key == str(recommendation).encode()]
+        events = [e for e in announced_assignments(records) if e.assignment_id == assignment_id]
+        return events if len(events) >= count else []
+    return list(await eventually(enough, timeout=30, what=f"{count} events of {assignment_id}"))
 
 
 # --- reports --------------------------------------------------------------------------------
