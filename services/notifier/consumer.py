@@ -93,7 +93,11 @@ def latest_pairs(pairs: list[tuple[Any, Any]], id_of: Callable[[Any], Any]
 AssignmentFields = AssignmentEvent | AssignmentChange
 RecommendationFields = AssignmentEvent | AssignmentsChanged
 Tracked = tuple[AssignmentFields, RecommendationFields]
-tracked_id = attrgetter("assignment_id.int")
+
+
+def assignment_key(tracked: Tracked) -> int:
+    """The assignment's id as an int (hashed in C; a UUID hashes in Python)."""
+    return tracked[0].assignment_id.int
 
 
 def tracked_assignments(event: AssignmentEvent | AssignmentsChanged) -> list[Tracked]:
@@ -106,8 +110,7 @@ def tracked_assignments(event: AssignmentEvent | AssignmentsChanged) -> list[Tra
 def latest_tracked(events: Sequence[AssignmentEvent | AssignmentsChanged]) -> list[Tracked]:
     """Each assignment's state from the last of these events that carries it."""
     return [t for t, _ in latest_pairs(
-        [(t, None) for e in events for t in tracked_assignments(e)],
-        lambda t: tracked_id(t[0]))]
+        [(t, None) for e in events for t in tracked_assignments(e)], assignment_key)]
 
 
 # The due_dates columns, in the order of the rows due_rows makes (COPY writes them as is).
@@ -340,7 +343,7 @@ class TrackerEventsConsumer:
         pairs = [(tracked, record) for event, record in
                  await self._parse(msg, topic, ASSIGNMENT_TOPIC_EVENT.validate_json)
                  for tracked in tracked_assignments(event)]
-        await self._store(topic, pairs, lambda t: tracked_id(t[0]), self.store_tracked)
+        await self._store(topic, pairs, assignment_key, self.store_tracked)
         await msg.ack()
 
     async def handle_agencies(self, bodies: list[bytes], msg: KafkaMessage) -> None:

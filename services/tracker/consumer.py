@@ -2,10 +2,10 @@
 
 A batch is stored in one transaction; once it has committed, its assignment events (one
 AssignmentsChanged per recommendation change) are published, and only once the broker has
-acknowledged them are the offsets committed. A
-crash anywhere in between re-delivers the batch: the idempotent upsert makes the re-delivery
-change nothing, and an event whose change was already committed announces its assignments'
-current state again (same event ids), so no announcement is lost. A message that can never
+acknowledged them are the offsets committed. A crash anywhere in between re-delivers the
+batch: the idempotent upsert makes the re-delivery change nothing, and an event whose change
+was already committed announces its assignments' current state again (same event ids), so
+no announcement is lost. A message that can never
 be stored goes to the dead-letter topic and the batch goes on. While the database or the
 broker is down the handler waits (nothing committed, nothing dropped); any other failure
 rewinds the batch so it is read again, never skipped.

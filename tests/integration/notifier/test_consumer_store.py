@@ -355,7 +355,7 @@ async def test_a_change_of_several_assignments_is_stored_or_parked_as_one(
     pairs = [(tracked, records[id(event)]) for event in (refused, good)
              for tracked in consumer_module.tracked_assignments(event)]
     await store.consumer._store("assignments", pairs,  # noqa: SLF001
-                                lambda t: t[0].assignment_id, store.consumer.store_tracked)
+                                consumer_module.assignment_key, store.consumer.store_tracked)
 
     assert [(topic, value, key) for _, topic, value, key, _ in parked] == [
         ("assignments", records[id(refused)].value, records[id(refused)].key)]
