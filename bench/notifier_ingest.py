@@ -56,7 +56,6 @@ from services.tracker.domain import active_from, executor_claims, own_due
 from shared.clock import Clock
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.events import (
-    AssignmentChange,
     AssignmentEvent,
     AssignmentEventType,
     AssignmentsChanged,
@@ -132,11 +131,7 @@ def encoded_changes(events: list[AssignmentEvent]) -> list[tuple[bytes, bytes]]:
     by_recommendation: dict[uuid.UUID, list[AssignmentEvent]] = {}
     for e in events:
         by_recommendation.setdefault(e.recommendation_id, []).append(e)
-    changes = [AssignmentsChanged(
-        recommendation_id=rid, source=of_one[0].source, reference=of_one[0].reference,
-        text=of_one[0].text, deadline=of_one[0].deadline, due_dates=of_one[0].due_dates,
-        assignments=[AssignmentChange.model_validate(e.model_dump()) for e in of_one])
-        for rid, of_one in by_recommendation.items()]
+    changes = [AssignmentsChanged.of(of_one) for of_one in by_recommendation.values()]
     return [(str(c.recommendation_id).encode(), c.model_dump_json().encode()) for c in changes]
 
 

@@ -195,6 +195,16 @@ class AssignmentsChanged(EventBase):
     due_dates: list[DueDate]
     assignments: list[AssignmentChange]
 
+    @classmethod
+    def of(cls, events: list[AssignmentEvent]) -> AssignmentsChanged:
+        """These events of one recommendation's assignments as one change (the inverse of
+        `assignment_events`); the recommendation's fields are the first event's."""
+        first = events[0]
+        return cls(recommendation_id=first.recommendation_id, source=first.source,
+                   reference=first.reference, text=first.text, deadline=first.deadline,
+                   due_dates=first.due_dates,
+                   assignments=[AssignmentChange.model_validate(e.model_dump()) for e in events])
+
     def assignment_events(self) -> list[AssignmentEvent]:
         """The change as one `AssignmentEvent` per assignment, with the ids they carry."""
         shared = {"occurred_at": self.occurred_at, "recommendation_id": self.recommendation_id,

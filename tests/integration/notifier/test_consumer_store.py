@@ -27,7 +27,6 @@ from services.notifier.main import build_app
 from services.notifier.policy import ReminderPolicy
 from shared.deadlines import Deadline
 from shared.events import (
-    AssignmentChange,
     AssignmentEvent,
     AssignmentsChanged,
     AssignmentStatus,
@@ -173,7 +172,7 @@ async def test_report_rows_are_written_for_the_consumers_window(store: Store) ->
         == expected_window(older, store.policy, store.window)
 
 
-async def test_a_newer_version_replaces_the_due_dates_an_older_one_changes_nothing(
+async def test_a_newer_version_replaces_the_due_dates_an_older_Xs_nothing(
         store: Store) -> None:
     v1 = assignment()
     v2 = changed_event(v1, status=AssignmentStatus.IN_PROGRESS, role="co", reported_periods=[Q1],
@@ -324,25 +323,17 @@ async def test_an_event_the_database_refuses_is_parked_and_its_batch_stored(
         last, store.policy, store.window)
 
 
-def one_change(*events: AssignmentEvent) -> AssignmentsChanged:
-    """These assignments as one change of the first one's recommendation."""
-    first = events[0]
-    return AssignmentsChanged(
-        recommendation_id=first.recommendation_id, source=first.source,
-        reference=first.reference, text=first.text, deadline=first.deadline,
-        due_dates=first.due_dates,
-        assignments=[AssignmentChange.model_validate(e.model_dump()) for e in events])
-
-
 async def test_a_change_of_several_assignments_is_stored_or_parked_as_one(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each assignment of an AssignmentsChanged is stored as its own event would be. One the
     database refuses parks the event once, whichever of its assignments failed, and the
     rest of the batch is stored."""
-    good = one_change(assignment(), assignment(role="co", status=AssignmentStatus.IN_PROGRESS,
-                                               reported_periods=[Q1]))
+    good = AssignmentsChanged.of([
+        assignment(), assignment(role="co", status=AssignmentStatus.IN_PROGRESS,
+                                 reported_periods=[Q1])])
     # PostgreSQL text cannot hold a NUL character: both of its assignments are refused.
-    refused = one_change(assignment(text="Adopt a law\x00 on legal aid."), assignment())
+    refused = AssignmentsChanged.of([assignment(text="Adopt a law\x00 on legal aid."),
+                                     assignment()])
     records = {id(e): SimpleNamespace(value=e.model_dump_json().encode(),
                                       key=str(e.recommendation_id).encode())
                for e in (refused, good)}
