@@ -290,13 +290,13 @@ async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
             for e in events],
     }
     inserts = {
-        "recommendations": "INSERT INTO bench_recommendations VALUES ($1,$2,$3,$4::jsonb,$5,"
-                           "$6::jsonb,$7::jsonb,$8::jsonb,$9::jsonb,$10,$11,$12,$13,$14,$15,"
+        "recommendations": "INSERT INTO bench_recommendations VALUES ($1,$2,$3,$4::json,$5,"
+                           "$6::json,$7::json,$8::json,$9::json,$10,$11,$12,$13,$14,$15,"
                            "$16)",
         "assignments": "INSERT INTO bench_assignments VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,"
                        "$11)",
         "history": "INSERT INTO bench_history (entity, entity_id, action, actor, data, at) "
-                   "VALUES ($1,$2,$3,$4,$5::jsonb,$6)",
+                   "VALUES ($1,$2,$3,$4,$5::json,$6)",
     }
     async with pool.acquire() as conn:
         kind, like = ("TABLE", "INCLUDING ALL") if like_tracker else ("UNLOGGED TABLE", "")

@@ -131,7 +131,7 @@ SOURCE_VALUES = {source: source.value for source in Source}
 ASSIGNMENT_COLUMNS = {
     "id": "uuid", "recommendation_id": "uuid", "agency_id": "uuid", "agency_name": "text",
     "role": "text", "status": "text", "source": "text", "reference": "text", "text": "text",
-    "deadline": "jsonb", "active_from": "date", "reported_periods": "text", "version": "int",
+    "deadline": "json", "active_from": "date", "reported_periods": "text", "version": "int",
     "reports_from": "date", "reports_until": "date",
 }
 _NAMES = ", ".join(ASSIGNMENT_COLUMNS)

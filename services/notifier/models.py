@@ -17,7 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlmodel import Field, SQLModel
 
 SCHEMA = "notifier"
@@ -67,7 +67,7 @@ class TrackedAssignment(NotifierModel, table=True):
     source: str
     reference: str
     text: str
-    deadline: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    deadline: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     active_from: date | None = None
     reported_periods: list[date] = Field(default_factory=list, sa_column=Column(ARRAY(Date)))
     version: int

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import EmailStr, HttpUrl, StringConstraints
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, String
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlmodel import Field, SQLModel
 
 from shared.events import AssignmentStatus, Source
@@ -88,12 +88,12 @@ class Recommendation(TrackerModel, table=True):
     id: uuid.UUID = Field(primary_key=True)
     source: str = Field(index=True)
     reference: str
-    natural_key: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    natural_key: list[str] = Field(sa_column=Column(JSON, nullable=False))
     text: str
-    deadline: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    due_dates: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
-    executors: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
-    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    deadline: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    due_dates: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    executors: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     content_hash: str
     version: int = 1
     needs_deadline: bool = False
@@ -111,7 +111,7 @@ class RecommendationVersion(TrackerModel, table=True):
     recommendation_id: uuid.UUID = Field(primary_key=True)
     version: int = Field(primary_key=True)
     content_hash: str
-    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
 
 
@@ -146,7 +146,7 @@ class ProgressReport(TrackerModel, table=True):
     period_start: date
     status: str
     text: str
-    evidence_links: list[str] = Field(default_factory=list, sa_column=Column(JSONB))
+    evidence_links: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     submitted_by: str
     submitted_at: datetime = _ts()
 
@@ -161,7 +161,7 @@ class HistoryEntry(TrackerModel, table=True):
     entity_id: uuid.UUID = Field(index=True)
     action: str
     actor: str
-    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     at: datetime = _ts()
 
 

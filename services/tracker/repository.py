@@ -122,9 +122,9 @@ def columns_of(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> list[l
 
 
 RECOMMENDATION_COLUMNS = {
-    "id": "uuid", "source": "text", "reference": "text", "natural_key": "jsonb",
-    "text": "text", "deadline": "jsonb", "due_dates": "jsonb", "executors": "jsonb",
-    "payload": "jsonb", "content_hash": "text", "version": "int", "needs_deadline": "bool",
+    "id": "uuid", "source": "text", "reference": "text", "natural_key": "json",
+    "text": "text", "deadline": "json", "due_dates": "json", "executors": "json",
+    "payload": "json", "content_hash": "text", "version": "int", "needs_deadline": "bool",
     "created_at": "timestamptz", "updated_at": "timestamptz", "last_event_at": "timestamptz",
     "last_event_id": "uuid",
 }
@@ -367,7 +367,7 @@ class TrackerRepository:
 
     @staticmethod
     def _recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
-        # JSON columns go to PostgreSQL as text (asyncpg's jsonb codec takes str); the
+        # JSON columns go to PostgreSQL as text (asyncpg's json codec takes str); the
         # deadline and due dates are encoded once here and reused by the assignment events.
         deadline, due_dates = dates_json(e)
         return {
