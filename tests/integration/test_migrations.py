@@ -10,8 +10,15 @@ from typing import Any
 import asyncpg
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from hrtrack.devstack import migrations_dir
+from hrtrack.devstack import migrate, migrations_dir
+from services.notifier import models as notifier_models
+from services.tracker import models as tracker_models
 from shared.db import alembic_config, asyncpg_dsn, upgrade
 from tests.conftest import Infra, unique
 
@@ -146,3 +153,32 @@ def test_notifier_0006_stores_the_deadline_as_json_and_its_downgrade_as_jsonb(
     downgrade(database, "0005", service="notifier")
     assert column_types(database, "notifier") == {"assignments.deadline": "jsonb"}
     assert [tuple(r) for r in fetch(database, read)] == before
+
+
+def schema_drift(database: str, schema: str, metadata: MetaData) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match the models
+    (column types compared too); each service's version table is Alembic's own."""
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "include_schemas": True,
+            "include_name": lambda name, type_, _parent:
+                (type_ != "schema" or name == schema)
+                and not (type_ == "table" and name == "alembic_version")})
+        return list(compare_metadata(context, metadata))
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(database)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(compare)
+        finally:
+            await engine.dispose()
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("service", [tracker_models, notifier_models],
+                         ids=["tracker", "notifier"])
+def test_the_models_describe_the_schema_the_migrations_build(database: str,
+                                                             service: Any) -> None:
+    migrate(database)
+    assert schema_drift(database, service.SCHEMA, service.metadata) == []
