@@ -60,6 +60,7 @@ from shared.events import (
     AssignmentEventType,
     AssignmentsChanged,
     AssignmentStatus,
+    RecommendationEvent,
 )
 from shared.ids import agency_id, assignment_id
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
@@ -69,12 +70,19 @@ TODAY = date(2030, 11, 20)
 TOPIC = "assignments-bench"
 
 
-def make_events(n: int) -> list[AssignmentEvent]:
-    """About n assignment events (version 1), as the tracker announces new assignments."""
+def new_recommendations(n: int) -> list[RecommendationEvent]:
+    """The events intake publishes for n of bench.pipeline.make_items' recommendations."""
+    items, _ = make_items(max(1, n), run=uuid.uuid4().hex[:8])
+    return [to_event(RECOMMENDATION_ADAPTER.validate_python(item), submitted_by="bench")
+            for item in items]
+
+
+def created_assignments(recommendations: list[RecommendationEvent], today: date
+                        ) -> list[AssignmentEvent]:
+    """One assignment event (version 1) per agency each names, as the tracker announces
+    new assignments on ``today``."""
     events: list[AssignmentEvent] = []
-    items, _ = make_items(max(1, n // 3), run=uuid.uuid4().hex[:8])
-    for item in items:
-        rec = to_event(RECOMMENDATION_ADAPTER.validate_python(item), submitted_by="bench")
+    for rec in recommendations:
         for claim in executor_claims(rec):
             agency = agency_id(claim.key)
             events.append(AssignmentEvent(
@@ -84,9 +92,14 @@ def make_events(n: int) -> list[AssignmentEvent]:
                 agency_name=claim.name, role=claim.role.value,
                 status=AssignmentStatus.NOT_STARTED, source=rec.source,
                 reference=rec.reference, text=rec.text, deadline=rec.deadline,
-                due_dates=rec.due_dates, active_from=active_from(rec, TODAY),
+                due_dates=rec.due_dates, active_from=active_from(rec, today),
                 due=own_due(rec.due_dates, rec.deadline.due)))
-    return events[:n]
+    return events
+
+
+def make_events(n: int) -> list[AssignmentEvent]:
+    """About n assignment events (version 1), as the tracker announces new assignments."""
+    return created_assignments(new_recommendations(n // 3), TODAY)[:n]
 
 
 def next_versions(events: list[AssignmentEvent]) -> list[AssignmentEvent]:
