@@ -34,7 +34,13 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32
-GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython: 700)
+# Allocations between young collections (CPython: 700). Above what a consumer batch keeps
+# alive (2,000 records: some 200,000 objects, freed by reference counting when it ends), so a
+# collection seldom runs in the middle of one, walking those objects and promoting them to
+# older generations. Measured over 50,000 recommendations through the pipeline: the
+# collector used 1.1 s of the tracker's CPU, 1.0 s of the notifier's and 0.7 s of intake's
+# at 50,000; at 500,000, 0.04 s or less each, startup included; peak memory did not grow.
+GC_YOUNG_THRESHOLD = 500_000
 
 
 # --- the error format -------------------------------------------------------------------------
