@@ -114,7 +114,9 @@ async def copy_cpu(conn: asyncpg.Connection, backend: psutil.Process, load: Load
                    drop_index: str | None) -> float:
     """CPU seconds of one COPY of the load (without ``drop_index``), rolled back."""
     schema, table, columns, rows = load
-    async with conn.transaction():
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
         if drop_index:
             primary = await conn.fetchval(
                 "SELECT conname FROM pg_constraint WHERE conindid = $1::regclass "
@@ -128,12 +130,9 @@ async def copy_cpu(conn: asyncpg.Connection, backend: psutil.Process, load: Load
         await conn.copy_records_to_table(table, schema_name=schema, columns=list(columns),
                                          records=rows)
         after = backend.cpu_times()
-        raise _RollBack(after.user + after.system - before.user - before.system)
-
-
-class _RollBack(Exception):  # noqa: N818 - the way out of a transaction that is not kept
-    def __init__(self, cpu: float) -> None:
-        self.cpu = cpu
+        return after.user + after.system - before.user - before.system
+    finally:
+        await transaction.rollback()
 
 
 async def measure(database_url: str, loads: list[Load], n: int, rounds: int) -> None:
@@ -145,10 +144,8 @@ async def measure(database_url: str, loads: list[Load], n: int, rounds: int) -> 
         cpu: dict[tuple[str, str, str | None], list[float]] = {}
         for _ in range(rounds):
             for load, index in variants:
-                try:
-                    await copy_cpu(conn, backend, load, index)
-                except _RollBack as done:
-                    cpu.setdefault((load[0], load[1], index), []).append(done.cpu / n * 1e6)
+                used = await copy_cpu(conn, backend, load, index)
+                cpu.setdefault((load[0], load[1], index), []).append(used / n * 1e6)
     finally:
         await conn.close()
     total = 0.0
