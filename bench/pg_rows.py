@@ -1,9 +1,9 @@
 """bench/pg_rows: PostgreSQL's CPU per new recommendation, table by table and index by index.
 
 Builds the rows the tracker and the notifier write for N new recommendations of
-bench.pipeline.make_items, with the services' own row-building code (the tracker's
-recommendation row, one assignment per agency and one history entry; the notifier's
-assignment rows and due rows for the clock's today), and COPYs each table's rows into a
+bench.pipeline.make_items (the tracker's as bench.pipeline's raw database limit makes them,
+its recommendation row with the tracker's own code; the notifier's assignment rows and due
+rows with its consumer's code, for the clock's today), and COPYs each table's rows into a
 private PostgreSQL migrated like the services' (same options as the dev stack). Each COPY
 runs in a transaction that is rolled back, on a table truncated in it, and is measured by
 the CPU its backend process used: on a busy machine that is steadier than wall time, and
@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import psutil
 
 from bench.common import machine
 from bench.notifier_ingest import created_assignments, new_recommendations
+from bench.pipeline import TRACKER_COLUMNS, tracker_rows
 from hrtrack.devstack import migrate
 from hrtrack.stack import Postgres, free_port
 from services.notifier.consumer import (
@@ -46,44 +46,11 @@ from services.notifier.consumer import (
     latest_tracked,
 )
 from services.notifier.policy import ReminderPolicy, report_dates_window
-from services.tracker.repository import (
-    ASSIGNMENT_COLUMNS,
-    HISTORY_COLUMNS,
-    RECOMMENDATION_COLUMNS,
-    TrackerRepository,
-)
 from shared.db import asyncpg_dsn
-from shared.events import AssignmentEvent, RecommendationEvent
+from shared.events import AssignmentEvent
 
 # (schema, table, columns, rows)
 Load = tuple[str, str, Sequence[str], list[tuple[Any, ...]]]
-
-
-def tracker_rows(recommendations: list[RecommendationEvent],
-                 assignments: list[AssignmentEvent], now: datetime) -> list[Load]:
-    """The rows the tracker writes for these new recommendations and their assignments."""
-    rec_rows = [TrackerRepository._recommendation_row(e, now) for e in recommendations]
-    created: dict[Any, dict[str, Any]] = {}
-    for a in assignments:
-        created.setdefault(a.recommendation_id, {})[str(a.assignment_id)] = {
-            "agency_id": str(a.agency_id), "role": a.role, "named_as": a.agency_name}
-    history = [{"entity": "recommendation", "entity_id": e.recommendation_id,
-                "action": "created", "actor": "bench", "at": now,
-                "data": orjson.dumps({"version": 1, "content_hash": e.content_hash,
-                                      "event_id": str(e.event_id),
-                                      "assignments": created.get(e.recommendation_id, {})}
-                                     ).decode()} for e in recommendations]
-    assignment = [{"id": a.assignment_id, "recommendation_id": a.recommendation_id,
-                   "agency_id": a.agency_id, "role": a.role, "status": a.status.value,
-                   "due": a.due, "active_from": a.active_from, "version": 1,
-                   "created_at": now, "updated_at": now, "closed_at": None}
-                  for a in assignments]
-    return [("tracker", "recommendations", list(RECOMMENDATION_COLUMNS),
-             [tuple(r[c] for c in RECOMMENDATION_COLUMNS) for r in rec_rows]),
-            ("tracker", "assignments", list(ASSIGNMENT_COLUMNS),
-             [tuple(r[c] for c in ASSIGNMENT_COLUMNS) for r in assignment]),
-            ("tracker", "history", HISTORY_COLUMNS,
-             [tuple(r[c] for c in HISTORY_COLUMNS) for r in history])]
 
 
 def notifier_rows(assignments: list[AssignmentEvent], today: date, now: datetime
@@ -173,8 +140,9 @@ def main() -> None:
     recommendations = new_recommendations(args.n)
     assignments = created_assignments(recommendations, today)
     n = len(recommendations)
-    loads = tracker_rows(recommendations, assignments, now) + notifier_rows(
-        assignments, today, now)
+    loads: list[Load] = [("tracker", table, TRACKER_COLUMNS[table], rows) for table, rows
+                         in tracker_rows(recommendations, now).items()]
+    loads += notifier_rows(assignments, today, now)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hrtrack-bench-") as tmp:
         pg = Postgres(Path(tmp) / "pg", free_port(), Path(tmp) / "postgres.log")

@@ -33,6 +33,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import PeakMemory, all_pids, fresh_stack, machine, service_pids
 from hrtrack.devstack import DevStack, instances
 from services.tracker.domain import executor_claims
+from services.tracker.repository import (
+    ASSIGNMENT_COLUMNS,
+    HISTORY_COLUMNS,
+    RECOMMENDATION_COLUMNS,
+    TrackerRepository,
+)
 from shared.db import asyncpg_dsn
 from shared.events import RecommendationEvent
 from shared.recommendations import RECOMMENDATION_ADAPTER, to_event
@@ -257,25 +263,21 @@ async def raw_kafka(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> tupl
 
 
 RAW_TABLES = ("recommendations", "assignments", "history")
+# The tracker's tables and the columns of the rows tracker_rows makes, in order.
+TRACKER_COLUMNS: dict[str, list[str]] = {
+    "recommendations": list(RECOMMENDATION_COLUMNS), "assignments": list(ASSIGNMENT_COLUMNS),
+    "history": HISTORY_COLUMNS}
 
 
-async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
-                       tables: tuple[str, ...] = RAW_TABLES, like_tracker: bool = True) -> float:
-    """Recommendations/s that asyncpg executemany stores, one transaction, of the rows the
-    tracker writes per new recommendation: its row, one assignment per agency and its
-    history entry (naming the assignments it created), or the `tables` given
-    of these. `like_tracker`: into tables with the tracker's columns, indexes and logging;
-    otherwise into unlogged tables without indexes (what this machine can do with no index
-    or WAL to maintain)."""
-    now = datetime.now(UTC)
-    rows: dict[str, list[tuple[Any, ...]]] = {
+def tracker_rows(events: list[RecommendationEvent], now: datetime
+                 ) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows the tracker writes per new recommendation, by table (TRACKER_COLUMNS): its
+    row as the tracker builds it, one assignment per agency named and its history entry
+    (naming the assignments it created)."""
+    return {
         "recommendations": [
-            (e.recommendation_id, e.source.value, e.reference, json.dumps(e.natural_key),
-             e.text, e.deadline.model_dump_json(),
-             json.dumps([d.model_dump(mode="json") for d in e.due_dates]),
-             json.dumps([x.model_dump(mode="json") for x in e.executors]),
-             json.dumps(e.payload), e.content_hash, 1, False, now, now, now, e.event_id)
-            for e in events],
+            tuple(row[c] for c in RECOMMENDATION_COLUMNS) for row in
+            (TrackerRepository._recommendation_row(e, now) for e in events)],
         "assignments": [
             (uuid.uuid4(), e.recommendation_id, uuid.uuid4(), x.role.value, "not_started",
              date(2031, 12, 31), date(2031, 1, 1), 1, now, now, None)
@@ -289,15 +291,19 @@ async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
                              for x in e.executors}}), now)
             for e in events],
     }
-    inserts = {
-        "recommendations": "INSERT INTO bench_recommendations VALUES ($1,$2,$3,$4::json,$5,"
-                           "$6::json,$7::json,$8::json,$9::json,$10,$11,$12,$13,$14,$15,"
-                           "$16)",
-        "assignments": "INSERT INTO bench_assignments VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,"
-                       "$11)",
-        "history": "INSERT INTO bench_history (entity, entity_id, action, actor, data, at) "
-                   "VALUES ($1,$2,$3,$4,$5::json,$6)",
-    }
+
+
+async def raw_database(pool: asyncpg.Pool, events: list[RecommendationEvent], *,
+                       tables: tuple[str, ...] = RAW_TABLES, like_tracker: bool = True) -> float:
+    """Recommendations/s that asyncpg executemany stores, one transaction, of the rows the
+    tracker writes per new recommendation (tracker_rows), or of the `tables` given of
+    these. `like_tracker`: into tables with the tracker's columns, indexes and logging;
+    otherwise into unlogged tables without indexes (what this machine can do with no index
+    or WAL to maintain)."""
+    rows = tracker_rows(events, datetime.now(UTC))
+    inserts = {table: f"INSERT INTO bench_{table} ({', '.join(columns)}) VALUES ("
+                      + ", ".join(f"${i}" for i in range(1, len(columns) + 1)) + ")"
+               for table, columns in TRACKER_COLUMNS.items()}
     async with pool.acquire() as conn:
         kind, like = ("TABLE", "INCLUDING ALL") if like_tracker else ("UNLOGGED TABLE", "")
         for table in tables:

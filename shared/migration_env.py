@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from alembic import context
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+
+def in_schema(schema: str) -> Callable[[str | None, str, Any], bool]:
+    """Alembic's ``include_name``: of the schemas, only the service's own."""
+    return lambda name, type_, _parent: type_ != "schema" or name == schema
 
 
 def run_migrations(target_metadata: MetaData, schema: str) -> None:
@@ -21,7 +28,7 @@ def run_migrations(target_metadata: MetaData, schema: str) -> None:
             target_metadata=target_metadata,
             version_table_schema=schema,
             include_schemas=True,
-            include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
+            include_name=in_schema(schema),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -130,26 +130,21 @@ async def assignment_history(session: AsyncSession, assignment_id: uuid.UUID,
                              recommendation_id: uuid.UUID) -> list[dict[str, Any]]:
     """The assignment's audit entries, oldest first. Its creation is recorded in the entry
     of the recommendation change that created it (``data.assignments``, one entry per
-    change, not one per assignment) and is shown here as the assignment's "created".
-    history.data is json, which SQL does not index into cheaply (migration 0007): the
-    recommendation's few entries are read and the one naming the assignment kept here."""
+    change, not one per assignment) and is shown here as the assignment's "created"."""
     key = str(assignment_id)
     rows = (await session.execute(
         select(HISTORY.c.entity, HISTORY.c.action, HISTORY.c.actor, HISTORY.c.data,
                HISTORY.c.at)
         .where(or_(and_(HISTORY.c.entity == "assignment", HISTORY.c.entity_id == assignment_id),
                    and_(HISTORY.c.entity == "recommendation",
-                        HISTORY.c.entity_id == recommendation_id)))
+                        HISTORY.c.entity_id == recommendation_id,
+                        # data is json (migration 0007): a path, not jsonb's key operator.
+                        HISTORY.c.data["assignments"][key].is_not(None))))
         .order_by(HISTORY.c.id))).mappings().all()
-    entries = []
-    for r in rows:
-        if r["entity"] == "assignment":
-            entries.append({"action": r["action"], "actor": r["actor"], "data": r["data"],
-                            "at": r["at"]})
-        elif key in (r["data"] or {}).get("assignments", {}):
-            entries.append({"action": "created", "actor": r["actor"],
-                            "data": r["data"]["assignments"][key], "at": r["at"]})
-    return entries
+    return [{"action": r["action"], "actor": r["actor"], "data": r["data"], "at": r["at"]}
+            if r["entity"] == "assignment" else
+            {"action": "created", "actor": r["actor"], "data": r["data"]["assignments"][key],
+             "at": r["at"]} for r in rows]
 
 
 # --- recommendations ------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from hrtrack.devstack import migrate, migrations_dir
 from services.notifier import models as notifier_models
 from services.tracker import models as tracker_models
-from shared.db import alembic_config, asyncpg_dsn, upgrade
+from shared.db import alembic_config, asyncpg_dsn, make_engine, upgrade
+from shared.migration_env import in_schema
 from tests.conftest import Infra, unique
 
 
@@ -52,8 +52,19 @@ INSERT_RECOMMENDATION = """
 INSERT INTO tracker.recommendations (id, source, reference, natural_key, text, deadline,
     due_dates, executors, payload, content_hash, version, needs_deadline, created_at,
     updated_at)
-VALUES ($1, 'plan', 'ref', '{}', $2, '{}', '[]', '[]', $3::jsonb, $4, $5, false, now(), now())
+VALUES ($1, 'plan', 'ref', $6, $2, $7, $8, $9, $3, $4, $5, false, now(), now())
 """
+
+
+def insert_recommendation(database: str, rid: uuid.UUID, text: str, payload: str,
+                          content_hash: str, version: int, *, natural_key: str = "[]",
+                          deadline: str = "{}", due_dates: str = "[]",
+                          executors: str = "[]") -> None:
+    """A recommendation row as the tracker wrote it (the JSON documents as JSON text)."""
+    fetch(database, INSERT_RECOMMENDATION, rid, text, payload, content_hash, version,
+          natural_key, deadline, due_dates, executors)
+
+
 INSERT_VERSION = """
 INSERT INTO tracker.recommendation_versions (recommendation_id, version, content_hash, payload,
     created_at) VALUES ($1, $2, $3, $4::jsonb, now())
@@ -69,9 +80,9 @@ def test_0006_keeps_the_replaced_versions_only_and_its_downgrade_restores_the_cu
     upgrade(migrations_dir("tracker"), database, "0005")
     new, changed = sorted([uuid.uuid4(), uuid.uuid4()])
     # As the tracker wrote them before 0006: every version, the current one included.
-    fetch(database, INSERT_RECOMMENDATION, new, "only", '{"text": "only"}', "h-new", 1)
+    insert_recommendation(database, new, "only", '{"text": "only"}', "h-new", 1)
     fetch(database, INSERT_VERSION, new, 1, "h-new", '{"text": "only"}')
-    fetch(database, INSERT_RECOMMENDATION, changed, "second", '{"text": "second"}', "h2", 2)
+    insert_recommendation(database, changed, "second", '{"text": "second"}', "h2", 2)
     fetch(database, INSERT_VERSION, changed, 1, "h1", '{"text": "first"}')
     fetch(database, INSERT_VERSION, changed, 2, "h2", '{"text": "second"}')
 
@@ -108,15 +119,11 @@ def test_0007_stores_the_tracker_documents_as_json_and_its_downgrade_as_jsonb(
         database: str) -> None:
     upgrade(migrations_dir("tracker"), database, "0006")
     rid = uuid.uuid4()
-    fetch(database, """
-        INSERT INTO tracker.recommendations (id, source, reference, natural_key, text,
-            deadline, due_dates, executors, payload, content_hash, version, needs_deadline,
-            created_at, updated_at)
-        VALUES ($1, 'plan', 'ref', '["plan", "1.1"]', 'text', '{"text": "2011"}',
-                '[{"kind": "deadline", "due": "2011-12-31"}]',
-                '[{"name": "Ministry of Justice", "role": "lead"}]',
-                '{"text": "<b>verbatim</b>", "themes": ["torture"]}', 'h', 2, false, now(),
-                now())""", rid)
+    insert_recommendation(
+        database, rid, "text", '{"text": "<b>verbatim</b>", "themes": ["torture"]}', "h", 2,
+        natural_key='["plan", "1.1"]', deadline='{"text": "2011"}',
+        due_dates='[{"kind": "deadline", "due": "2011-12-31"}]',
+        executors='[{"name": "Ministry of Justice", "role": "lead"}]')
     fetch(database, INSERT_VERSION, rid, 1, "h1", '{"text": "first"}')
     fetch(database, """INSERT INTO tracker.history (entity, entity_id, action, actor, data, at)
         VALUES ('recommendation', $1, 'created', 'intake',
@@ -159,15 +166,15 @@ def schema_drift(database: str, schema: str, metadata: MetaData) -> list[Any]:
     """What Alembic's autogenerate would change to make the database match the models
     (column types compared too); each service's version table is Alembic's own."""
     def compare(connection: Connection) -> list[Any]:
+        own = in_schema(schema)
         context = MigrationContext.configure(connection, opts={
             "compare_type": True, "include_schemas": True,
-            "include_name": lambda name, type_, _parent:
-                (type_ != "schema" or name == schema)
+            "include_name": lambda name, type_, parent: own(name, type_, parent)
                 and not (type_ == "table" and name == "alembic_version")})
         return list(compare_metadata(context, metadata))
 
     async def run() -> list[Any]:
-        engine = create_async_engine(database)
+        engine = make_engine(database)
         try:
             async with engine.connect() as connection:
                 return await connection.run_sync(compare)
