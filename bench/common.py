@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -72,7 +73,8 @@ def machine() -> str:
     freq = psutil.cpu_freq()
     return (f"{platform.node()}: {psutil.cpu_count()} cores"
             f"{f' @ {freq.current:.0f} MHz' if freq else ''}, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()} "
+            f"(from {sys.base_prefix})")
 
 
 def service_pids(stack: DevStack) -> dict[str, int]:

@@ -17,7 +17,15 @@ import orjson
 from pydantic import ValidationError
 
 from shared.deadlines import Deadline
-from shared.events import DueDate, RecommendationEvent, Source, latest_per_key
+from shared.events import (
+    DueDate,
+    RecommendationEvent,
+    Source,
+    deadline_json,
+    due_dates_json,
+    executors_json,
+    latest_per_key,
+)
 from shared.executors import Executor
 from shared.ids import random_uuid
 from shared.inputs import json_depth_exceeded, utf8_text
@@ -203,7 +211,6 @@ class Submission:
         """What `self.to_event().model_dump_json()` writes, written by orjson (a third of
         the time): UUIDs, dates, the UTC time with a Z, enums by value and strings come
         out alike, and the JSON-mode payload as it is."""
-        deadline = self.deadline
         return orjson.dumps({
             "schema_version": self.schema_version,
             "event_id": self.event_id,
@@ -215,12 +222,9 @@ class Submission:
             "reference": self.reference,
             "natural_key": self.natural_key,
             "text": self.text,
-            "deadline": {"text": deadline.text, "start": deadline.start, "due": deadline.due,
-                         "recurrence": deadline.recurrence,
-                         "needs_deadline": deadline.needs_deadline},
-            "due_dates": [{"kind": d.kind, "due": d.due, "start": d.start}
-                          for d in self.due_dates],
-            "executors": [{"name": e.name, "role": e.role} for e in self.executors],
+            "deadline": deadline_json(self.deadline),
+            "due_dates": due_dates_json(self.due_dates),
+            "executors": executors_json(self.executors),
             "payload": self.payload,
             "submitted_by": self.submitted_by,
         }, option=orjson.OPT_UTC_Z)

@@ -34,6 +34,7 @@ from datetime import date
 from operator import attrgetter
 from typing import Any
 
+import orjson
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
@@ -61,6 +62,7 @@ from shared.events import (
     DueDate,
     DueKind,
     Source,
+    deadline_json,
     latest_per_key,
 )
 from shared.kafka import send_to_dead_letters
@@ -245,7 +247,8 @@ class Recommendations:
         found = self._seen.get(id(recommendation))
         if found is None:
             found = self._seen[id(recommendation)] = (
-                own_dates(recommendation.due_dates), recommendation.deadline.model_dump_json())
+                own_dates(recommendation.due_dates),
+                orjson.dumps(deadline_json(recommendation.deadline)).decode())
         return found
 
 

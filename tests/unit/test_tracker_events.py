@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import TypeAdapter
 
 from services.tracker.domain import restated_event_type
 from services.tracker.repository import (
-    DUE_DATES_JSON,
     EncodedEvent,
     assignment_change,
     assignment_event,
@@ -29,7 +29,11 @@ from shared.events import (
     AssignmentStatus,
     DueDate,
     DueKind,
+    deadline_json,
+    due_dates_json,
+    executors_json,
 )
+from shared.executors import Executor, ExecutorRole
 from shared.ids import assignment_event_id
 
 ROW: dict[str, Any] = {
@@ -41,12 +45,28 @@ DUES = [DueDate(kind=DueKind.DEADLINE, due=date(2010, 6, 30), start=date(2010, 4
         DueDate(kind=DueKind.FOLLOW_UP, due=date(2011, 1, 15))]
 
 
+@pytest.mark.parametrize("deadline", [
+    DEADLINE,
+    Deadline(text="annually, \u00e0 partir de 2027", start=date(2027, 1, 1), due=None,
+             recurrence="yearly"),
+    Deadline(text="", start=None, due=None, needs_deadline=True),
+])
+def test_the_json_forms_are_what_the_models_dump(deadline: Deadline) -> None:
+    """The tracker stores these and embeds them in its events: the models' own JSON."""
+    executors = [Executor(name=f"Ministry \u00ab{role}\u00bb", role=role) for role in ExecutorRole]
+    dues = [*DUES, *(DueDate(kind=kind, due=date(2030, 1, 1)) for kind in DueKind)]
+    assert orjson.dumps(deadline_json(deadline)) == deadline.model_dump_json().encode()
+    assert orjson.dumps(due_dates_json(dues)) == TypeAdapter(list[DueDate]).dump_json(dues)
+    assert orjson.dumps(executors_json(executors)) == TypeAdapter(list[Executor]).dump_json(
+        executors)
+
+
 def encode(row: dict[str, Any] = ROW, **overrides: Any) -> EncodedEvent:
     return assignment_event(row, **{
         "event_type": AssignmentEventType.STATUS_CHANGED, "source": "plan",
         "reference": "NHRAP / 3", "text": "<b>Adopt</b> the law \u00ab\u00bb",
         "deadline": orjson.Fragment(DEADLINE.model_dump_json()),
-        "due_dates": orjson.Fragment(DUE_DATES_JSON.dump_json(DUES)),
+        "due_dates": orjson.Fragment(orjson.dumps(due_dates_json(DUES))),
         "reported": [date(2010, 4, 1), date(2010, 1, 1), date(2010, 4, 1)],
         "previous_status": AssignmentStatus.NOT_STARTED, **overrides})
 
@@ -123,7 +143,7 @@ def encode_change(rows: list[dict[str, Any]] = [ROW], **overrides: Any  # noqa: 
     return assignments_changed(ROW["recommendation_id"], **{
         "source": "plan", "reference": "NHRAP / 3", "text": "<b>Adopt</b> the law \u00ab\u00bb",
         "deadline": orjson.Fragment(DEADLINE.model_dump_json()),
-        "due_dates": orjson.Fragment(DUE_DATES_JSON.dump_json(DUES)),
+        "due_dates": orjson.Fragment(orjson.dumps(due_dates_json(DUES))),
         "changes": [assignment_change(row, AssignmentEventType.UPDATED,
                                       [date(2010, 4, 1), date(2010, 1, 1), date(2010, 4, 1)],
                                       AssignmentStatus.CANCELLED) for row in rows],
