@@ -82,7 +82,6 @@ class EncodedEvent(NamedTuple):
     payload: str  # the event's JSON
 
 
-
 CHUNK = 4000  # rows per statement: keeps bind parameters under PostgreSQL's limit
 SYSTEM_CANCEL = "agency no longer named by the recommendation"
 # Plain strings for the rows (an Enum member's .value is a Python-level look-up, and a batch
