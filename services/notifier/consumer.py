@@ -114,7 +114,6 @@ def latest_tracked(events: Sequence[AssignmentEvent | AssignmentsChanged]) -> li
     return [t for t, _ in latest_pairs(
         [(t, None) for e in events for t in tracked_assignments(e)], assignment_key)]
 
-
 # The due_dates columns, in the order of the rows due_rows makes (COPY writes them as is).
 DUE_COLUMNS = ("assignment_id", "kind", "due_date", "period_start", "agency_id", "status",
                "role")
@@ -354,11 +353,6 @@ class TrackerEventsConsumer:
         pairs = await self._parse(msg, topic, AgencyEvent.model_validate_json)
         await self._store(topic, pairs, attrgetter("agency_id.int"), self.store_agencies)
         await msg.ack()
-
-    async def store_assignments(self, events: Sequence[AssignmentEvent | AssignmentsChanged]
-                                ) -> None:
-        """Store the assignments these events carry, each as the last of them left it."""
-        await self.store_tracked(latest_tracked(events))
 
     async def store_tracked(self, tracked: list[Tracked]) -> None:
         """Store the assignments and replace the due dates of those that changed.

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.notifier.consumer import TrackerEventsConsumer
+from services.notifier.consumer import TrackerEventsConsumer, latest_tracked
 from services.notifier.policy import (
     ReminderKind,
     ReminderPolicy,
@@ -40,6 +40,7 @@ from shared.events import (
     AgencyEvent,
     AssignmentEvent,
     AssignmentEventType,
+    AssignmentsChanged,
     AssignmentStatus,
     DueDate,
     DueKind,
@@ -279,6 +280,13 @@ class Store:
         if policy is None:
             return self.settings
         return self.settings.model_copy(update={"policy": policy})
+
+
+async def store_events(consumer: TrackerEventsConsumer,
+                       events: Sequence[AssignmentEvent | AssignmentsChanged]) -> None:
+    """Store the assignments these events carry, each as the last of them left it: what the
+    consumer's handler stores of a batch, without the broker."""
+    await consumer.store_tracked(latest_tracked(events))
 
 
 def store_fixture(tag: str, today: date, **overrides: Any) -> FixtureFunctionDefinition:

@@ -43,6 +43,7 @@ from tests.integration.notifier.support import (
     changed_event,
     notifier_settings,
     owed_reports,
+    store_events,
     store_fixture,
 )
 from tests.integration.test_dead_letters import dead_letters
@@ -117,7 +118,7 @@ async def test_an_event_is_stored_as_the_tracker_sent_it(store: Store) -> None:
                                   DueDate(kind=DueKind.REPORT, due=date(2091, 4, 20))])
     other = assignment(active_from=None, due_dates=[], deadline=Deadline(
         text="whenever", start=None, due=None, needs_deadline=True))
-    await store.consumer.store_assignments([event, other])
+    await store_events(store.consumer, [event, other])
 
     row = await stored(store.engine, event.assignment_id)
     assert row is not None
@@ -150,7 +151,7 @@ async def test_report_rows_are_written_for_the_consumers_window(store: Store) ->
     event = assignment()
     # Active since 2089: the reports due before the window (from 13 November 2090) too.
     older = assignment(active_from=date(2089, 7, 1))
-    await store.consumer.store_assignments([event, older])
+    await store_events(store.consumer, [event, older])
     dues = await due_dates(store.engine, event.assignment_id)
     assert dues == expected_due(event, store.policy, store.window)
     # Q1 (due 10 April) and Q2 (10 July); Q3 (10 October) and later ones left to the passes.
@@ -179,18 +180,18 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_Xs_nothing(
                  due_dates=[DueDate(kind=DueKind.DEADLINE, due=date(2091, 9, 30),
                                     start=Q3)])
     v3 = changed_event(v2, status=AssignmentStatus.IMPLEMENTED)
-    await store.consumer.store_assignments([v1])
+    await store_events(store.consumer, [v1])
     assert await due_dates(store.engine, v1.assignment_id) == expected_due(
         v1, store.policy, store.window)
 
-    await store.consumer.store_assignments([v2])
+    await store_events(store.consumer, [v2])
     after_v2 = await due_dates(store.engine, v1.assignment_id)
     assert after_v2 == expected_due(v2, store.policy, store.window)
     assert {(status, role) for *_, status, role in after_v2} == {("in_progress", "co")}
 
     # A re-delivered older version, alone or in a batch with a new assignment.
     fresh = assignment()
-    await store.consumer.store_assignments([v1, fresh])
+    await store_events(store.consumer, [v1, fresh])
     row = await stored(store.engine, v1.assignment_id)
     assert row is not None and (row["version"], row["status"]) == (2, "in_progress")
     assert (row["reports_from"], row["reports_until"]) == expected_window(
@@ -200,10 +201,10 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_Xs_nothing(
         fresh, store.policy, store.window)
 
     # The same version again (a re-delivery after a crash) leaves the same rows.
-    await store.consumer.store_assignments([v2])
+    await store_events(store.consumer, [v2])
     assert await due_dates(store.engine, v1.assignment_id) == after_v2
 
-    await store.consumer.store_assignments([v3])
+    await store_events(store.consumer, [v3])
     assert await due_dates(store.engine, v1.assignment_id) == set(), "closed: nothing due"
     row = await stored(store.engine, v1.assignment_id)
     assert row is not None and (row["version"], row["status"]) == (3, "implemented")
@@ -212,7 +213,7 @@ async def test_a_newer_version_replaces_the_due_dates_an_older_Xs_nothing(
 
 async def test_rows_written_by_others_still_take_the_assignments_state(store: Store) -> None:
     event = assignment(role="co")
-    await store.consumer.store_assignments([event])
+    await store_events(store.consumer, [event])
     async with store.engine.begin() as conn:
         # A due row inserted without the state (a bulk load, a manual fix) takes it from its
         # assignment ...
@@ -243,7 +244,7 @@ async def test_an_assignment_and_its_due_dates_commit_together(store: Store) -> 
             "INSERT INTO notifier.due_dates (assignment_id, kind, due_date) "
             "VALUES (:id, 'deadline', '2091-12-31')"), {"id": bad.assignment_id})
     with pytest.raises(Exception) as refused:  # noqa: PT011 - classified below
-        await store.consumer.store_assignments([good, bad])
+        await store_events(store.consumer, [good, bad])
     assert is_data_error(refused.value), refused.value
     # ... and nothing of it stays: neither assignment, no due row beyond the stray one.
     for event in (good, bad):
@@ -251,7 +252,7 @@ async def test_an_assignment_and_its_due_dates_commit_together(store: Store) -> 
     assert await due_dates(store.engine, good.assignment_id) == set()
     assert len(await due_dates(store.engine, bad.assignment_id)) == 1
 
-    await store.consumer.store_assignments([good])  # alone it is stored
+    await store_events(store.consumer, [good])  # alone it is stored
     assert await due_dates(store.engine, good.assignment_id) == expected_due(
         good, store.policy, store.window)
 
@@ -263,7 +264,7 @@ async def test_an_assignment_another_writer_inserted_meanwhile_is_upserted(
     violation: the batch is stored again event by event, that one through the upsert, and
     nothing is parked."""
     raced = assignment()
-    await store.consumer.store_assignments([raced])
+    await store_events(store.consumer, [raced])
     newer = changed_event(raced, status=AssignmentStatus.IN_PROGRESS, reported_periods=[Q1])
     fresh = assignment()
     looked = consumer_module.STORED_ASSIGNMENTS
@@ -275,7 +276,7 @@ async def test_an_assignment_another_writer_inserted_meanwhile_is_upserted(
         with monkeypatch.context() as patch:
             if len(attempts) == 1:  # the batch saw none of them stored yet
                 patch.setattr(consumer_module, "STORED_ASSIGNMENTS", looked + " AND false")
-            await store.consumer.store_assignments(events)
+            await store_events(store.consumer, events)
 
     async def park(*args: Any) -> None:
         parked.append(args)

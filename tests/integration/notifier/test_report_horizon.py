@@ -42,6 +42,7 @@ from tests.integration.notifier.support import (
     notifier_settings,
     owed_reports,
     publish,
+    store_events,
     store_fixture,
 )
 
@@ -127,9 +128,9 @@ async def test_passes_see_every_report_due_date_the_old_rows_gave(store: Store) 
     leaping years ahead and back."""
     old_way = book()
     early, late = [twin(e) for e in old_way], [twin(e) for e in old_way]
-    await store.consumer_on(EARLY, EVERY_REPORT).store_assignments(old_way)
-    await store.consumer_on(EARLY).store_assignments(early)
-    await store.consumer_on(LATE).store_assignments(late)
+    await store_events(store.consumer_on(EARLY, EVERY_REPORT), old_way)
+    await store_events(store.consumer_on(EARLY), early)
+    await store_events(store.consumer_on(LATE), late)
     copies = [{e.assignment_id: n for n, e in enumerate(c)} for c in (old_way, early, late)]
 
     # The old way: every owed report, nothing left to add.
@@ -177,7 +178,7 @@ async def test_passes_see_every_report_due_date_the_old_rows_gave(store: Store) 
 async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> None:
     consumer = store.consumer_on(date(2482, 1, 15))
     v1 = event(date(2482, 1, 10), [date(2484, 12, 31)])
-    await consumer.store_assignments([v1])
+    await store_events(consumer, [v1])
     assert await report_rows(store.engine, v1.assignment_id) == [
         (date(2482, 1, 1), date(2482, 4, 10))]
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2482, 7, 9))
@@ -192,11 +193,11 @@ async def test_an_update_after_an_extension_replaces_the_rows(store: Store) -> N
     # A quarter reported: the event replaces every row, extended ones included, up to the
     # consumer's window (its clock is behind the pass's date).
     v2 = changed_event(v1, reported_periods=[date(2482, 1, 1)])
-    await consumer.store_assignments([v2])
+    await store_events(consumer, [v2])
     assert await report_rows(store.engine, v1.assignment_id) == []
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2482, 7, 9))
     # An older version re-delivered changes nothing, its window included.
-    await consumer.store_assignments([v1])
+    await store_events(consumer, [v1])
     assert await window_of(store.engine, v1.assignment_id) == (None, date(2482, 7, 9))
 
     await service.extend_report_dates(date(2483, 6, 1))
@@ -213,7 +214,7 @@ async def test_a_closed_assignment_is_never_extended(store: Store) -> None:
     consumer = store.consumer_on(date(2482, 1, 15))
     closed = event(date(2482, 1, 10), [date(2484, 12, 31)], status=AssignmentStatus.CANCELLED)
     open_ = event(date(2482, 1, 10), [date(2484, 12, 31)])
-    await consumer.store_assignments([closed, open_])
+    await store_events(consumer, [closed, open_])
     assert await report_rows(store.engine, closed.assignment_id) == []
     assert await window_of(store.engine, closed.assignment_id) == (None, None)
     # Closed by another writer (the trigger of migration 0003 carries the status over).
@@ -230,7 +231,7 @@ async def test_a_closed_assignment_is_never_extended(store: Store) -> None:
 
 async def test_assignments_held_by_others_are_waited_for(store: Store) -> None:
     held, free = (event(date(2483, 1, 1), [date(2485, 12, 31)]) for _ in range(2))
-    await store.consumer_on(date(2483, 1, 2)).store_assignments([held, free])
+    await store_events(store.consumer_on(date(2483, 1, 2)), [held, free])
     as_of = date(2484, 6, 1)
     wanted = owed_reports(held, POLICY, until=report_dates_window(as_of, POLICY)[1])
     async with store.engine.connect() as locker:
@@ -251,7 +252,7 @@ async def test_assignments_held_by_others_are_waited_for(store: Store) -> None:
 
 async def test_two_replicas_extending_at_once(store: Store) -> None:
     events = [event(date(2483, 1, 1), [date(2486, 12, 31)]) for _ in range(6)]
-    await store.consumer_on(date(2483, 1, 2)).store_assignments(events)
+    await store_events(store.consumer_on(date(2483, 1, 2)), events)
     replicas = [store.reminders(), store.reminders()]
     for replica in replicas:
         replica.extend_batch = 2  # many small transactions, interleaved
@@ -319,7 +320,7 @@ async def test_rows_stored_between_extension_and_due_set_are_not_missed(
             extended = await super().extend_report_dates(as_of)
             calls.append(as_of)
             if len(calls) == 1:
-                await consumer.store_assignments([late])
+                await store_events(consumer, [late])
             return extended
 
     service = Raced(make_sessionmaker(store.engine), settings)
