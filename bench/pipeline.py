@@ -37,7 +37,7 @@ from services.tracker.repository import (
     ASSIGNMENT_COLUMNS,
     HISTORY_COLUMNS,
     RECOMMENDATION_COLUMNS,
-    TrackerRepository,
+    recommendation_row,
 )
 from shared.db import asyncpg_dsn
 from shared.events import RecommendationEvent
@@ -277,7 +277,7 @@ def tracker_rows(events: list[RecommendationEvent], now: datetime
     return {
         "recommendations": [
             tuple(row[c] for c in RECOMMENDATION_COLUMNS) for row in
-            (TrackerRepository._recommendation_row(e, now) for e in events)],
+            (recommendation_row(e, now) for e in events)],
         "assignments": [
             (uuid.uuid4(), e.recommendation_id, uuid.uuid4(), x.role.value, "not_started",
              date(2031, 12, 31), date(2031, 1, 1), 1, now, now, None)

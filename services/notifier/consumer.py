@@ -114,6 +114,7 @@ def latest_tracked(events: Sequence[AssignmentEvent | AssignmentsChanged]) -> li
     return [t for t, _ in latest_pairs(
         [(t, None) for e in events for t in tracked_assignments(e)], assignment_key)]
 
+
 # The due_dates columns, in the order of the rows due_rows makes (COPY writes them as is).
 DUE_COLUMNS = ("assignment_id", "kind", "due_date", "period_start", "agency_id", "status",
                "role")

@@ -336,7 +336,7 @@ class TrackerRepository:
         result.agencies_created = list(self.created_agencies)
 
         now = self.now
-        rec_rows = [self._recommendation_row(e, now) for e in changed]
+        rec_rows = [recommendation_row(e, now) for e in changed]
         # New rows go in with COPY (the cheapest way in, on both sides); rows that exist
         # (locked above) are upserted, after the version each replaces is archived.
         await self.copy_rows("recommendations", RECOMMENDATION_COLUMNS,
@@ -363,21 +363,6 @@ class TrackerRepository:
                              "created" if e.recommendation_id not in existing else "updated",
                              e.submitted_by, data)
         return result
-
-    @staticmethod
-    def _recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
-        # JSON columns go to PostgreSQL as text (asyncpg's json codec takes str); the
-        # deadline and due dates are encoded once here and reused by the assignment events.
-        deadline, due_dates = dates_json(e)
-        return {
-            "id": e.recommendation_id, "source": e.source.value, "reference": e.reference,
-            "natural_key": orjson.dumps(e.natural_key).decode(), "text": e.text,
-            "deadline": deadline, "due_dates": due_dates,
-            "executors": orjson.dumps(executors_json(e.executors)).decode(),
-            "payload": orjson.dumps(e.payload).decode(), "content_hash": e.content_hash,
-            "version": 1, "needs_deadline": e.deadline.needs_deadline, "created_at": now,
-            "updated_at": now, "last_event_at": e.occurred_at, "last_event_id": e.event_id,
-        }
 
     async def _upsert_assignments(
         self, changed: list[RecommendationEvent], claims: dict[uuid.UUID, list[ExecutorClaim]],
@@ -539,6 +524,22 @@ class TrackerRepository:
             select(latest.c.assignment_id)
             .where(latest.c.status == AssignmentStatus.CANCELLED.value))).all()
         return {r.assignment_id for r in rows}
+
+
+def recommendation_row(e: RecommendationEvent, now: datetime) -> dict[str, Any]:
+    """A new recommendation's row (RECOMMENDATION_COLUMNS), version 1, written at ``now``."""
+    # JSON columns go to PostgreSQL as text (asyncpg's json codec takes str); the deadline
+    # and due dates are encoded once here and reused by the assignment events.
+    deadline, due_dates = dates_json(e)
+    return {
+        "id": e.recommendation_id, "source": e.source.value, "reference": e.reference,
+        "natural_key": orjson.dumps(e.natural_key).decode(), "text": e.text,
+        "deadline": deadline, "due_dates": due_dates,
+        "executors": orjson.dumps(executors_json(e.executors)).decode(),
+        "payload": orjson.dumps(e.payload).decode(), "content_hash": e.content_hash,
+        "version": 1, "needs_deadline": e.deadline.needs_deadline, "created_at": now,
+        "updated_at": now, "last_event_at": e.occurred_at, "last_event_id": e.event_id,
+    }
 
 
 def dates_json(e: RecommendationEvent) -> tuple[str, str]:
