@@ -42,7 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.notifier.models import SCHEMA, AgencyContact, utcnow
+from services.notifier.models import AGENCIES, SCHEMA, utcnow
 from services.notifier.policy import (
     Period,
     ReminderPolicy,
@@ -69,7 +69,6 @@ from shared.kafka import send_to_dead_letters
 from shared.retry import is_data_error, retry_transient
 
 log = logging.getLogger(__name__)
-AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
 
 # Records per batch: a batch costs one transaction and a few round trips whatever its size;
 # measured (bench/notifier_ingest.py), 5000 cost more CPU per event than 1000-2000 (the

@@ -153,3 +153,12 @@ class LedgerEntry(NotifierModel, table=True):
     flags: list[str] = Field(default_factory=list, sa_column=Column(
         ARRAY(String), nullable=False, server_default="{}"))
     created_at: datetime = _ts()
+
+
+# The tables, for the Core statements of the consumer and the passes (the ORM's per-row
+# work would cost more than the statements themselves at their sizes).
+AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
+ASSIGNMENTS = TrackedAssignment.__table__  # type: ignore[attr-defined]
+DUE_DATES = DueDateRow.__table__  # type: ignore[attr-defined]
+DIGESTS = Digest.__table__  # type: ignore[attr-defined]
+LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]

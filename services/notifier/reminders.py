@@ -1,4 +1,5 @@
-"""A reminder pass: find what is due, claim it in the ledger, send one digest per recipient.
+"""A reminder pass: find what is due, claim it in the ledger, send one digest per recipient
+(the sending is delivery.py's).
 
 Never twice (docs/notifier.md has the whole argument):
 - each reminder (recipient, assignment, due kind, due date, kind, offset) is claimed by
@@ -23,42 +24,31 @@ import collections
 import contextlib
 import gc
 import logging
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
-from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import bindparam, delete, exists, func, or_, select, text, update
+from prometheus_client import Counter, Histogram
+from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncTransaction,
     async_sessionmaker,
 )
 
 from services.notifier import mailer
-from services.notifier.digest import (
-    DigestItem,
-    Envelope,
-    digest_message,
-    ledger_url,
-    prepare_digest,
-)
+from services.notifier.delivery import DeliveryReport, DeliveryRound, DigestDelivery
 from services.notifier.models import (
+    AGENCIES,
+    DIGESTS,
+    DUE_DATES,
+    LEDGER,
     SCHEMA,
-    AgencyContact,
-    Digest,
-    DueDateRow,
-    LedgerEntry,
-    TrackedAssignment,
 )
 from services.notifier.policy import (
     ReminderKind,
@@ -78,18 +68,6 @@ from shared.retry import is_data_error
 
 log = logging.getLogger(__name__)
 
-AGENCIES = AgencyContact.__table__  # type: ignore[attr-defined]
-ASSIGNMENTS = TrackedAssignment.__table__  # type: ignore[attr-defined]
-DUE_DATES = DueDateRow.__table__  # type: ignore[attr-defined]
-DIGESTS = Digest.__table__  # type: ignore[attr-defined]
-LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]
-
-REMINDERS_SENT = Counter("hrtrack_reminders_sent", "Reminders delivered, by kind", ["kind"])
-EMAILS = Counter("hrtrack_reminder_emails", "Digest emails by delivery outcome "
-                 "(sent | retried: temporary failure, will retry | failed: permanent)",
-                 ["outcome"])
-PENDING = Gauge("hrtrack_reminders_pending",
-                "Reminders claimed and not delivered yet (in pending digests, or late)")
 PASS_DURATION = Histogram("hrtrack_reminder_pass_duration_seconds", "Reminder pass duration",
                           buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DUE_SET_DURATION = Histogram("hrtrack_reminder_due_set_seconds", "Due-set computation",
@@ -99,11 +77,6 @@ DUE_SET_DURATION = Histogram("hrtrack_reminder_due_set_seconds", "Due-set comput
 REPORT_DATES_EXTENDED = Counter(
     "hrtrack_reminder_report_dates_extended",
     "Assignments a pass gave the quarterly report due rows it needed (extend_report_dates)")
-# Every label value exists from the start, so dashboards and alerts see zeros, not gaps.
-for _kind in ReminderKind:
-    REMINDERS_SENT.labels(kind=_kind.value)
-for _outcome in ("sent", "retried", "failed"):
-    EMAILS.labels(outcome=_outcome)
 
 # due_query() as SQL for asyncpg (one array parameter for the dates keeps the statement the
 # same whatever the policy, so the server's prepared statement is reused).
@@ -176,31 +149,8 @@ WHERE l.recipient = t.recipient AND l.digest_id IS NULL AND l.as_of < CAST(:as_o
 RETURNING l.recipient
 """)
 
-# The delivery loop's statements, built once: a pass runs them thousands of times.
-_RETRY_TIME_CAME = or_(DIGESTS.c.next_attempt_at.is_(None),
-                       DIGESTS.c.next_attempt_at <= bindparam("now"))
-NEXT_PENDING = (select(DIGESTS).where(DIGESTS.c.status == "pending", _RETRY_TIME_CAME)
-                .order_by(DIGESTS.c.as_of, DIGESTS.c.created_at).limit(1)
-                .with_for_update(skip_locked=True))
-LOCK_PENDING = (select(DIGESTS).where(DIGESTS.c.id == bindparam("digest_id"),
-                                      DIGESTS.c.status == "pending", _RETRY_TIME_CAME)
-                .with_for_update(skip_locked=True))
-DIGEST_ENTRIES = (
-    select(LEDGER.c.assignment_id, LEDGER.c.agency_id, LEDGER.c.due_kind, LEDGER.c.due_date,
-           LEDGER.c.kind, LEDGER.c.flags, ASSIGNMENTS.c.recommendation_id,
-           ASSIGNMENTS.c.source, ASSIGNMENTS.c.reference, ASSIGNMENTS.c.text,
-           ASSIGNMENTS.c.status, ASSIGNMENTS.c.agency_name, ASSIGNMENTS.c.role)
-    .join(ASSIGNMENTS, ASSIGNMENTS.c.id == LEDGER.c.assignment_id)
-    .where(LEDGER.c.digest_id == bindparam("digest_id")))
-MARK_SENT = (update(DIGESTS).where(DIGESTS.c.id == bindparam("digest_id"))
-             .values(status="sent", attempts=bindparam("new_attempts"), sent_at=bindparam("now"),
-                     message_id=bindparam("new_message_id"), subject=bindparam("new_subject"),
-                     last_error=None, server_unreachable=False))
-
 # Contacts looked up from the tracker lose against any event (events carry the newest).
 LOOKED_UP_AT = datetime(1970, 1, 1, tzinfo=UTC)
-# A message is rendered into memory up to this size, into a temporary file beyond it.
-SPOOL_IN_MEMORY = 4 * 1024 * 1024
 
 
 class DueReminder(NamedTuple):
@@ -237,8 +187,11 @@ class DueSet:
         return [DueReminder(r, *d) for r, dues in self.by_recipient.items() for d in dues]
 
 
-@dataclass
-class PassReport:
+@dataclass(kw_only=True)
+class PassReport(DeliveryReport):
+    """A pass's answer: what was due and claimed, and (DeliveryReport) what became of the
+    digests it delivered."""
+
     as_of: date
     candidates: int = 0  # reminders due today, claimed or not
     claimed: int = 0  # newly claimed into today's digests
@@ -246,48 +199,10 @@ class PassReport:
     attached: int = 0  # earlier late reminders put into today's digests
     unaddressed: int = 0
     errors: int = 0
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    retrying: list[dict[str, Any]] = field(default_factory=list)
-    pending_reminders: int = 0
     report_dates_extended: int = 0  # assignments given the report rows this pass needs
     report_dates_ms: float = 0.0  # adding them (before the due set, not in due_set_ms)
     due_set_ms: float = 0.0
     duration_ms: float = 0.0
-
-
-@dataclass
-class _Round:
-    """One delivery round (a pass, or a scheduler round): what it reports, and whether the
-    digests backing off for an unreachable server were woken already."""
-
-    report: PassReport | None
-    woken: bool = False
-
-
-@dataclass
-class _Prepared:
-    """A digest locked, read and rendered, its transaction open: ready to be sent."""
-
-    transaction: AsyncTransaction
-    digest: dict[str, Any]
-    attempts: int
-    message_id: str
-    kinds: collections.Counter[str]
-    base: dict[str, Any]  # what the pass's answer says of it, whatever the outcome
-    spool: IO[bytes] | None = None  # the message
-    envelope: Envelope | None = None
-    subject: str = ""
-    error: str | None = None  # why the message cannot be built
-
-    def close(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
-
-    async def abandon(self) -> None:
-        self.close()
-        await self.transaction.rollback()
 
 
 @contextlib.contextmanager
@@ -304,16 +219,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def message_id_for(digest_id: uuid.UUID, domain: str) -> str:
-    """Stable per digest: a re-send after a crash carries the same Message-ID."""
-    return f"<digest-{digest_id}@{domain.strip() or 'hrtrack.local'}>"
-
-
-def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
-    """Exponential backoff after ``attempts`` failed attempts: base, 2*base, 4*base, ..."""
-    return float(min(base * 2 ** min(max(attempts - 1, 0), 40), ceiling))
-
-
 class ReminderService:
     # Recipients claimed per transaction (and whose digests are then sent): large enough
     # that a statement's overhead is shared by many, small enough that a batch's locks are
@@ -328,23 +233,13 @@ class ReminderService:
     def __init__(self, sessions: async_sessionmaker,  # type: ignore[type-arg]
                  settings: NotifierSettings, tracker: TrackerClient | None = None) -> None:
         self.sessions = sessions
-        # The delivery loop runs on a connection of its own (one checkout per round, not
-        # per digest); claims and reads go through sessions.
-        self._engine: AsyncEngine = sessions.kw["bind"] if sessions is not None else None
         self.settings = settings
         self.policy: ReminderPolicy = settings.policy
         self.tracker = tracker
         self.coordinators = list(dict.fromkeys(
             e.strip() for e in settings.coordinator_emails if e.strip()))
         self.offsets = offsets_for_day(self.policy, self.policy.overdue_horizon_days)
-        # One delivery at a time per process (the scheduler and API passes share it): a
-        # crash can then catch at most one digest between the server's "250" and the
-        # commit that marks it sent.
-        self._delivering = asyncio.Lock()
-        self._next_probe = 0.0  # time.monotonic() of the next SMTP probe allowed
-        self.smtp = mailer.SmtpConfig(settings.smtp_host, settings.smtp_port,
-                                      settings.smtp_timeout_seconds, settings.smtp_username,
-                                      settings.smtp_password, settings.smtp_starttls)
+        self.delivery = DigestDelivery(sessions, settings)
 
     # --- report due rows ------------------------------------------------------------------
 
@@ -583,20 +478,20 @@ class ReminderService:
         recipients = sorted(set(by_recipient) | await self._recipients_with_late(as_of))
         del due
         touched: list[uuid.UUID] = []
-        state = _Round(report)
-        async with mailer.Connection(self.smtp) as smtp:
+        state = DeliveryRound(report)
+        async with mailer.Connection(self.delivery.smtp) as smtp:
             for start in range(0, len(recipients), self.claim_batch):
                 # Each recipient's reminders are let go of once they are claimed.
                 batch = [(recipient, by_recipient.pop(recipient, []))
                          for recipient in recipients[start:start + self.claim_batch]]
                 # This process's other deliveries (the scheduler) wait for the batch: its
                 # digests go in recipient order over this pass's connection.
-                async with self._delivering:
+                async with self.delivery.lock:
                     digest_ids = await self._claim_batch(as_of, batch, report)
                     del batch
                     touched += digest_ids
-                    await self._deliver_ids(digest_ids, smtp, state)
-            await self.deliver_pending(report, smtp)
+                    await self.delivery.deliver(digest_ids, smtp, state)
+            await self.delivery.deliver_pending(report, smtp)
         await self._report_outcomes(report, touched)
         PASS_DURATION.observe(time.perf_counter() - started)
         report.duration_ms = (time.perf_counter() - started) * 1000
@@ -765,259 +660,9 @@ class ReminderService:
             assignments, "due_kinds": due_kinds, "due_dates": due_dates, "kinds": kinds,
             "offsets": offsets, "flags": flag_lists, "as_of": as_of, "now": now})).scalars())
 
-    # --- delivery -------------------------------------------------------------------------
-
-    async def deliver_pending(self, report: PassReport | None = None,
-                              smtp: mailer.Connection | None = None) -> None:
-        """Send every pending digest whose (re)try time has come, one transaction each, over
-        ``smtp`` (or a connection of its own)."""
-        async with contextlib.AsyncExitStack() as stack:
-            if smtp is None:
-                smtp = await stack.enter_async_context(mailer.Connection(self.smtp))
-            async with self._delivering:
-                await self._deliver_due(_Round(report), smtp)
-        pending = await self.pending_reminders()
-        if report is not None:
-            report.pending_reminders = pending
-
-    async def _deliver_due(self, state: _Round, smtp: mailer.Connection) -> None:
-        now = datetime.now(UTC)
-        state.woken = state.woken or await self._probe_if_unreachable(now)
-        async with self._engine.connect() as conn:
-            while True:
-                found, prepared = await self._prepare(conn, NEXT_PENDING, {"now": now})
-                if not found:
-                    break
-                if prepared is not None:
-                    await self._record(await self._finish(prepared, smtp), state, now)
-
-    async def _deliver_ids(self, digest_ids: list[uuid.UUID], smtp: mailer.Connection,
-                           state: _Round) -> None:
-        """Send these digests (those still pending and not backing off), one transaction
-        each; one another replica's delivery holds is left to it. The caller holds
-        ``_delivering``.
-
-        The next digest is read and rendered (on a second database connection) while the
-        current one is with the SMTP server, so the server's time and the rendering
-        overlap; still only one digest at a time is between the server's "250" and the
-        commit that marks it sent."""
-        if not digest_ids:
-            return
-        now = datetime.now(UTC)
-        async with self._engine.connect() as first, self._engine.connect() as second:
-            connections = (first, second)
-
-            def prepare(k: int) -> asyncio.Task[tuple[bool, _Prepared | None]]:
-                return asyncio.create_task(self._prepare(
-                    connections[k % 2], LOCK_PENDING, {"digest_id": digest_ids[k], "now": now}))
-
-            upcoming: asyncio.Task[tuple[bool, _Prepared | None]] | None = prepare(0)
-            try:
-                for k in range(len(digest_ids)):
-                    assert upcoming is not None
-                    _found, prepared = await upcoming
-                    upcoming = prepare(k + 1) if k + 1 < len(digest_ids) else None
-                    if prepared is not None:
-                        await self._record(await self._finish(prepared, smtp), state, now)
-            finally:
-                if upcoming is not None:  # an error: the one read ahead is let go
-                    upcoming.cancel()
-                    with contextlib.suppress(BaseException):
-                        _found, prepared = await upcoming
-                        if prepared is not None:
-                            await prepared.abandon()
-
-    async def _record(self, outcome: dict[str, Any] | None, state: _Round,
-                      now: datetime) -> None:
-        if outcome is None:
-            return
-        if outcome["status"] == "sent" and not state.woken:
-            state.woken = True
-            await self._wake_backed_off(now)
-        if state.report is not None:
-            {"sent": state.report.sent, "failed": state.report.failed,
-             "retry": state.report.retrying}[outcome["status"]].append(outcome)
-
-    async def _probe_if_unreachable(self, now: datetime) -> bool:
-        """While digests back off because the server was unreachable, ask the server (at
-        most once per retry interval) whether it is back; if so they go now. True when
-        they were woken."""
-        if time.monotonic() < self._next_probe:
-            return False
-        self._next_probe = time.monotonic() + self.settings.delivery_retry_seconds
-        async with self.sessions() as session:
-            waiting = (await session.execute(select(DIGESTS.c.id).where(
-                DIGESTS.c.status == "pending", DIGESTS.c.server_unreachable.is_(True),
-                DIGESTS.c.next_attempt_at > now).limit(1))).first()
-        if waiting is None or not await mailer.probe(self.smtp):
-            return False
-        await self._wake_backed_off(now)
-        return True
-
-    async def _wake_backed_off(self, now: datetime) -> None:
-        """The SMTP server takes mail again: digests backing off because it was unreachable
-        go now rather than when their backoff ends (those refused with a 4xx keep their
-        backoff). Its own transaction, skipping rows another delivery holds, so it never
-        waits for (or deadlocks with) one."""
-        async with self.sessions() as session, session.begin():
-            backed_off = (select(DIGESTS.c.id).where(DIGESTS.c.status == "pending",
-                                                     DIGESTS.c.server_unreachable.is_(True),
-                                                     DIGESTS.c.next_attempt_at > now)
-                          .with_for_update(skip_locked=True)).scalar_subquery()
-            await session.execute(update(DIGESTS).where(DIGESTS.c.id.in_(backed_off))
-                                  .values(next_attempt_at=now))
-
-    async def pending_reminders(self) -> int:
-        async with self.sessions() as session:
-            waiting = (await session.execute(select(func.count()).select_from(LEDGER).where(
-                LEDGER.c.digest_id.is_(None)))).scalar_one()
-            in_digests = (await session.execute(
-                select(func.count()).select_from(LEDGER.join(DIGESTS, DIGESTS.c.id ==
-                                                             LEDGER.c.digest_id))
-                .where(DIGESTS.c.status == "pending"))).scalar_one()
-        PENDING.set(waiting + in_digests)
-        return int(waiting + in_digests)
-
-    async def _prepare(self, conn: AsyncConnection, lock: Any, params: dict[str, Any]
-                       ) -> tuple[bool, _Prepared | None]:
-        """Lock a pending digest (``lock``: which), read its contents under that lock and
-        render its message, in a transaction left open for ``_finish``. (False, None): no
-        digest to lock; (True, None): it was empty and is gone."""
-        transaction = await conn.begin()
-        prepared: _Prepared | None = None
-        try:
-            row = (await conn.execute(lock, params)).mappings().first()
-            if row is None:
-                await transaction.rollback()
-                return False, None
-            digest = dict(row)
-            entries = (await conn.execute(DIGEST_ENTRIES, {"digest_id": digest["id"]})).all()
-            if not entries:
-                await conn.execute(delete(DIGESTS).where(DIGESTS.c.id == digest["id"]))
-                await transaction.commit()
-                return True, None
-            attempts = digest["attempts"] + 1
-            prepared = _Prepared(
-                transaction=transaction, digest=digest, attempts=attempts,
-                message_id=message_id_for(digest["id"], self.settings.message_id_domain),
-                kinds=collections.Counter(entry.kind for entry in entries),
-                base={"digest_id": str(digest["id"]), "recipient": digest["recipient"],
-                      "as_of": digest["as_of"].isoformat(), "items": len(entries),
-                      "attempts": attempts})
-            try:
-                content = prepare_digest(
-                    recipient_name=self._recipient_name(digest, entries),
-                    language=digest["language"], as_of=digest["as_of"],
-                    items=[self._item(e) for e in entries],
-                    report_url=self.settings.tracker_url,
-                    # The most urgent in full, the rest counted: every digest stays a
-                    # size mail servers take (all its reminders are sent with it).
-                    max_items=self.settings.digest_max_items,
-                    ledger_url=ledger_url(self.settings.public_url, digest["recipient"],
-                                          digest["as_of"]))
-                del entries
-                prepared.envelope, chunks = digest_message(
-                    digest=content, sender=self.settings.mail_from,
-                    recipient=digest["recipient"], as_of=digest["as_of"],
-                    message_id=prepared.message_id)
-                prepared.subject = content.subject
-                del content
-                # In memory up to a few MB, on disk beyond (a coordinators' digest of a
-                # large book). Closed by _finish, or below on an error.
-                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-                prepared.spool = spool
-                for chunk in chunks:
-                    spool.write(chunk)
-                    await asyncio.sleep(0)  # a large digest takes seconds: others go on
-            except (ValueError, KeyError, TypeError) as exc:
-                # Bad data (e.g. a malformed address) never renders: retrying cannot help.
-                log.warning("digest cannot be built: %s", exc)
-                prepared.close()
-                prepared.error = str(exc)
-            return True, prepared
-        except BaseException:
-            if prepared is not None:
-                prepared.close()
-            with contextlib.suppress(Exception):
-                await transaction.rollback()
-            raise
-
-    async def _finish(self, prepared: _Prepared, smtp: mailer.Connection) -> dict[str, Any]:
-        """Send a prepared digest and mark what became of it, in its transaction."""
-        digest, attempts = prepared.digest, prepared.attempts
-        conn = prepared.transaction.connection
-        try:
-            if prepared.error is not None or prepared.spool is None \
-                    or prepared.envelope is None:
-                EMAILS.labels(outcome="failed").inc()
-                await self._update(conn, digest["id"], status="failed", attempts=attempts,
-                                   last_error=f"cannot build the message: {prepared.error}"
-                                   [:2000])
-                outcome = prepared.base | {"status": "failed", "error": prepared.error}
-            else:
-                outcome = await self._send(conn, prepared, smtp)
-            await prepared.transaction.commit()
-            return outcome
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await prepared.transaction.rollback()
-            raise
-        finally:
-            prepared.close()
-
-    async def _send(self, conn: AsyncConnection, prepared: _Prepared,
-                    smtp: mailer.Connection) -> dict[str, Any]:
-        digest, attempts, message_id = prepared.digest, prepared.attempts, prepared.message_id
-        spool, envelope = prepared.spool, prepared.envelope
-        assert spool is not None and envelope is not None
-        try:
-            size = spool.tell()
-            spool.seek(0)
-            await smtp.send(spool, size, envelope.sender, envelope.recipients)
-        except mailer.DeliveryError as exc:
-            error = str(exc)[:2000]
-            if exc.permanent:
-                EMAILS.labels(outcome="failed").inc()
-                await self._update(conn, digest["id"], status="failed", attempts=attempts,
-                                   last_error=error, message_id=message_id,
-                                   subject=prepared.subject)
-                return prepared.base | {"status": "failed", "error": error}
-            EMAILS.labels(outcome="retried").inc()
-            delay = backoff_seconds(attempts, self.settings.delivery_retry_seconds,
-                                    self.settings.delivery_max_backoff_seconds)
-            await self._update(conn, digest["id"], attempts=attempts, last_error=error,
-                               server_unreachable=exc.unreachable,
-                               next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay))
-            return prepared.base | {"status": "retry", "error": error,
-                                    "retry_in_seconds": delay}
-        EMAILS.labels(outcome="sent").inc()
-        for kind, n in prepared.kinds.items():
-            REMINDERS_SENT.labels(kind=kind).inc(n)
-        await conn.execute(MARK_SENT, {
-            "digest_id": digest["id"], "new_attempts": attempts, "now": datetime.now(UTC),
-            "new_message_id": message_id, "new_subject": prepared.subject})
-        return prepared.base | {"status": "sent", "subject": prepared.subject,
-                                "message_id": message_id, "kinds": dict(prepared.kinds)}
-
-    @staticmethod
-    async def _update(session: Any, digest_id: uuid.UUID, **values: Any) -> None:
-        await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest_id).values(**values))
-
-    def _recipient_name(self, digest: dict[str, Any], entries: Sequence[Any]) -> str:
-        if digest["recipient_kind"] == "coordinator":
-            return self.settings.coordinator_name
-        return str(next((e.agency_name for e in entries if e.agency_id == digest["agency_id"]),
-                        entries[0].agency_name))
-
-    @staticmethod
-    def _item(entry: Any) -> DigestItem:
-        return DigestItem(
-            assignment_id=str(entry.assignment_id),
-            recommendation_id=str(entry.recommendation_id), source=entry.source,
-            reference=entry.reference, text=entry.text, due_kind=entry.due_kind,
-            due_date=entry.due_date, status=entry.status, kind=ReminderKind(entry.kind),
-            agency_name=entry.agency_name, role=entry.role,
-            flags=tuple(entry.flags or ()), agency_id=str(entry.agency_id))
+    async def deliver_pending(self) -> None:
+        """The scheduler's round between passes: every digest whose (re)try time has come."""
+        await self.delivery.deliver_pending()
 
     # --- ledger ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 
 from hrtrack.stack import free_port
 from services.notifier import mailer
-from services.notifier.reminders import backoff_seconds, message_id_for
+from services.notifier.delivery import backoff_seconds, message_id_for
 
 
 def test_backoff_doubles_up_to_the_ceiling() -> None:
