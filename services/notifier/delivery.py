@@ -184,7 +184,7 @@ class DigestDelivery:
                     await self._record(await self._finish(prepared, smtp), state, now)
 
     async def deliver(self, digest_ids: list[uuid.UUID], smtp: mailer.Connection,
-                           state: DeliveryRound) -> None:
+                      state: DeliveryRound) -> None:
         """Send these digests (those still pending and not backing off), one transaction
         each; one another replica's delivery holds is left to it. The caller holds
         ``lock``.

@@ -37,9 +37,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import (
-    async_sessionmaker,
-)
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier import mailer
 from services.notifier.delivery import DeliveryReport, DeliveryRound, DigestDelivery
