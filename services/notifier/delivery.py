@@ -159,13 +159,18 @@ class DigestDelivery:
                                       settings.smtp_timeout_seconds, settings.smtp_username,
                                       settings.smtp_password, settings.smtp_starttls)
 
+    def connection(self) -> mailer.Connection:
+        """An SMTP connection for a round of digests: opened by its first message, closed at
+        the end of ``async with``."""
+        return mailer.Connection(self.smtp)
+
     async def deliver_pending(self, report: DeliveryReport | None = None,
                               smtp: mailer.Connection | None = None) -> None:
         """Send every pending digest whose (re)try time has come, one transaction each, over
         ``smtp`` (or a connection of its own)."""
         async with contextlib.AsyncExitStack() as stack:
             if smtp is None:
-                smtp = await stack.enter_async_context(mailer.Connection(self.smtp))
+                smtp = await stack.enter_async_context(self.connection())
             async with self.lock:
                 await self._deliver_due(DeliveryRound(report), smtp)
         pending = await self.pending_reminders()

@@ -39,7 +39,6 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.notifier import mailer
 from services.notifier.delivery import DeliveryReport, DeliveryRound, DigestDelivery
 from services.notifier.models import (
     AGENCIES,
@@ -477,7 +476,7 @@ class ReminderService:
         del due
         touched: list[uuid.UUID] = []
         state = DeliveryRound(report)
-        async with mailer.Connection(self.delivery.smtp) as smtp:
+        async with self.delivery.connection() as smtp:
             for start in range(0, len(recipients), self.claim_batch):
                 # Each recipient's reminders are let go of once they are claimed.
                 batch = [(recipient, by_recipient.pop(recipient, []))
