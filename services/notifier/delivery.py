@@ -63,6 +63,9 @@ for _outcome in ("sent", "retried", "failed"):
 # The delivery loop's statements, built once: a pass runs them thousands of times.
 _RETRY_TIME_CAME = or_(DIGESTS.c.next_attempt_at.is_(None),
                        DIGESTS.c.next_attempt_at <= bindparam("now"))
+# Digests backing off because the server was unreachable (woken once it answers again).
+_BACKED_OFF = (DIGESTS.c.status == "pending", DIGESTS.c.server_unreachable.is_(True),
+               DIGESTS.c.next_attempt_at > bindparam("now"))
 NEXT_PENDING = (select(DIGESTS).where(DIGESTS.c.status == "pending", _RETRY_TIME_CAME)
                 .order_by(DIGESTS.c.as_of, DIGESTS.c.created_at).limit(1)
                 .with_for_update(skip_locked=True))
@@ -81,6 +84,13 @@ MARK_SENT = (update(DIGESTS).where(DIGESTS.c.id == bindparam("digest_id"))
                      message_id=bindparam("new_message_id"), subject=bindparam("new_subject"),
                      last_error=None, server_unreachable=False))
 
+# Reminders claimed and not delivered: late ones (no digest yet) and those in pending digests.
+PENDING_REMINDERS = select(
+    select(func.count()).select_from(LEDGER).where(LEDGER.c.digest_id.is_(None))
+    .scalar_subquery()
+    + select(func.count()).select_from(LEDGER.join(DIGESTS, DIGESTS.c.id == LEDGER.c.digest_id))
+    .where(DIGESTS.c.status == "pending").scalar_subquery())
+
 # A message is rendered into memory up to this size, into a temporary file beyond it.
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 
@@ -93,6 +103,18 @@ class DeliveryReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     retrying: list[dict[str, Any]] = field(default_factory=list)
     pending_reminders: int = 0
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        """File a digest's outcome (``digest_outcome``) under its status."""
+        {"sent": self.sent, "failed": self.failed, "retry": self.retrying}[
+            outcome["status"]].append(outcome)
+
+
+def digest_outcome(digest: Any, items: int, attempts: int) -> dict[str, Any]:
+    """What a pass's answer says of a digest, whatever became of it (its status and the
+    rest are added to it)."""
+    return {"digest_id": str(digest["id"]), "recipient": digest["recipient"],
+            "as_of": digest["as_of"].isoformat(), "items": items, "attempts": attempts}
 
 
 @dataclass
@@ -146,9 +168,6 @@ class DigestDelivery:
     def __init__(self, sessions: async_sessionmaker,  # type: ignore[type-arg]
                  settings: NotifierSettings) -> None:
         self.sessions = sessions
-        # The delivery loop runs on a connection of its own (one checkout per round, not
-        # per digest); other reads go through sessions.
-        self._engine: AsyncEngine = sessions.kw["bind"] if sessions is not None else None
         self.settings = settings
         # One delivery at a time per process (the scheduler and API passes share it): a
         # crash can then catch at most one digest between the server's "250" and the
@@ -158,6 +177,13 @@ class DigestDelivery:
         self.smtp = mailer.SmtpConfig(settings.smtp_host, settings.smtp_port,
                                       settings.smtp_timeout_seconds, settings.smtp_username,
                                       settings.smtp_password, settings.smtp_starttls)
+
+    @property
+    def _engine(self) -> AsyncEngine:
+        """The delivery loop runs on connections of its own (one checkout per round, not
+        per digest); other reads go through sessions."""
+        engine: AsyncEngine = self.sessions.kw["bind"]
+        return engine
 
     def connection(self) -> mailer.Connection:
         """An SMTP connection for a round of digests: opened by its first message, closed at
@@ -232,8 +258,7 @@ class DigestDelivery:
             state.woken = True
             await self._wake_backed_off(now)
         if state.report is not None:
-            {"sent": state.report.sent, "failed": state.report.failed,
-             "retry": state.report.retrying}[outcome["status"]].append(outcome)
+            state.report.add(outcome)
 
     async def _probe_if_unreachable(self, now: datetime) -> bool:
         """While digests back off because the server was unreachable, ask the server (at
@@ -243,9 +268,8 @@ class DigestDelivery:
             return False
         self._next_probe = time.monotonic() + self.settings.delivery_retry_seconds
         async with self.sessions() as session:
-            waiting = (await session.execute(select(DIGESTS.c.id).where(
-                DIGESTS.c.status == "pending", DIGESTS.c.server_unreachable.is_(True),
-                DIGESTS.c.next_attempt_at > now).limit(1))).first()
+            waiting = (await session.execute(select(DIGESTS.c.id).where(*_BACKED_OFF).limit(1),
+                                             {"now": now})).first()
         if waiting is None or not await mailer.probe(self.smtp):
             return False
         await self._wake_backed_off(now)
@@ -257,23 +281,16 @@ class DigestDelivery:
         backoff). Its own transaction, skipping rows another delivery holds, so it never
         waits for (or deadlocks with) one."""
         async with self.sessions() as session, session.begin():
-            backed_off = (select(DIGESTS.c.id).where(DIGESTS.c.status == "pending",
-                                                     DIGESTS.c.server_unreachable.is_(True),
-                                                     DIGESTS.c.next_attempt_at > now)
+            backed_off = (select(DIGESTS.c.id).where(*_BACKED_OFF)
                           .with_for_update(skip_locked=True)).scalar_subquery()
             await session.execute(update(DIGESTS).where(DIGESTS.c.id.in_(backed_off))
-                                  .values(next_attempt_at=now))
+                                  .values(next_attempt_at=now), {"now": now})
 
     async def pending_reminders(self) -> int:
         async with self.sessions() as session:
-            waiting = (await session.execute(select(func.count()).select_from(LEDGER).where(
-                LEDGER.c.digest_id.is_(None)))).scalar_one()
-            in_digests = (await session.execute(
-                select(func.count()).select_from(LEDGER.join(DIGESTS, DIGESTS.c.id ==
-                                                             LEDGER.c.digest_id))
-                .where(DIGESTS.c.status == "pending"))).scalar_one()
-        PENDING.set(waiting + in_digests)
-        return int(waiting + in_digests)
+            pending = int((await session.execute(PENDING_REMINDERS)).scalar_one())
+        PENDING.set(pending)
+        return pending
 
     async def _prepare(self, conn: AsyncConnection, lock: Any, params: dict[str, Any]
                        ) -> tuple[bool, _Prepared | None]:
@@ -298,9 +315,7 @@ class DigestDelivery:
                 transaction=transaction, digest=digest, attempts=attempts,
                 message_id=message_id_for(digest["id"], self.settings.message_id_domain),
                 kinds=collections.Counter(entry.kind for entry in entries),
-                base={"digest_id": str(digest["id"]), "recipient": digest["recipient"],
-                      "as_of": digest["as_of"].isoformat(), "items": len(entries),
-                      "attempts": attempts})
+                base=digest_outcome(digest, len(entries), attempts))
             try:
                 content = prepare_digest(
                     recipient_name=self._recipient_name(digest, entries),

@@ -39,7 +39,12 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.notifier.delivery import DeliveryReport, DeliveryRound, DigestDelivery
+from services.notifier.delivery import (
+    DeliveryReport,
+    DeliveryRound,
+    DigestDelivery,
+    digest_outcome,
+)
 from services.notifier.models import (
     AGENCIES,
     DIGESTS,
@@ -516,17 +521,14 @@ class ReminderService:
         for digest_id, kind, n in counts:
             kinds[digest_id][kind] = n
         for d in digests:
-            outcome = {"digest_id": str(d["id"]), "recipient": d["recipient"],
-                       "as_of": d["as_of"].isoformat(), "items": sum(kinds[d["id"]].values()),
-                       "attempts": d["attempts"]}
+            outcome = digest_outcome(d, sum(kinds[d["id"]].values()), d["attempts"])
             if d["status"] == "sent":
-                report.sent.append(outcome | {"status": "sent", "subject": d["subject"],
-                                              "message_id": d["message_id"],
-                                              "kinds": kinds[d["id"]]})
+                report.add(outcome | {"status": "sent", "subject": d["subject"],
+                                      "message_id": d["message_id"], "kinds": kinds[d["id"]]})
             elif d["status"] == "failed":
-                report.failed.append(outcome | {"status": "failed", "error": d["last_error"]})
+                report.add(outcome | {"status": "failed", "error": d["last_error"]})
             else:
-                report.retrying.append(outcome | {"status": "retry", "error": d["last_error"]})
+                report.add(outcome | {"status": "retry", "error": d["last_error"]})
 
     async def _recipients_with_late(self, as_of: date) -> set[str]:
         async with self.sessions() as session:
