@@ -356,16 +356,12 @@ class DigestDelivery:
 
     async def _finish(self, prepared: _Prepared, smtp: mailer.Connection) -> dict[str, Any]:
         """Send a prepared digest and mark what became of it, in its transaction."""
-        digest, attempts = prepared.digest, prepared.attempts
         conn = prepared.transaction.connection
         try:
             if prepared.error is not None or prepared.spool is None \
                     or prepared.envelope is None:
-                EMAILS.labels(outcome="failed").inc()
-                await self._update(conn, digest["id"], status="failed", attempts=attempts,
-                                   last_error=f"cannot build the message: {prepared.error}"
-                                   [:2000])
-                outcome = prepared.base | {"status": "failed", "error": prepared.error}
+                outcome = await self._fail(conn, prepared, prepared.error,
+                                           f"cannot build the message: {prepared.error}")
             else:
                 outcome = await self._send(conn, prepared, smtp)
             await prepared.transaction.commit()
@@ -389,11 +385,8 @@ class DigestDelivery:
         except mailer.DeliveryError as exc:
             error = str(exc)[:2000]
             if exc.permanent:
-                EMAILS.labels(outcome="failed").inc()
-                await self._update(conn, digest["id"], status="failed", attempts=attempts,
-                                   last_error=error, message_id=message_id,
-                                   subject=prepared.subject)
-                return prepared.base | {"status": "failed", "error": error}
+                return await self._fail(conn, prepared, error, error, message_id=message_id,
+                                        subject=prepared.subject)
             EMAILS.labels(outcome="retried").inc()
             delay = backoff_seconds(attempts, self.settings.delivery_retry_seconds,
                                     self.settings.delivery_max_backoff_seconds)
@@ -411,9 +404,18 @@ class DigestDelivery:
         return prepared.base | {"status": "sent", "subject": prepared.subject,
                                 "message_id": message_id, "kinds": dict(prepared.kinds)}
 
+    async def _fail(self, conn: AsyncConnection, prepared: _Prepared, error: str | None,
+                    last_error: str, **values: Any) -> dict[str, Any]:
+        """Mark the digest failed for good (retrying cannot help): ``last_error`` is stored,
+        ``error`` is what the pass's answer says."""
+        EMAILS.labels(outcome="failed").inc()
+        await self._update(conn, prepared.digest["id"], status="failed",
+                           attempts=prepared.attempts, last_error=last_error[:2000], **values)
+        return prepared.base | {"status": "failed", "error": error}
+
     @staticmethod
-    async def _update(session: Any, digest_id: uuid.UUID, **values: Any) -> None:
-        await session.execute(update(DIGESTS).where(DIGESTS.c.id == digest_id).values(**values))
+    async def _update(conn: AsyncConnection, digest_id: uuid.UUID, **values: Any) -> None:
+        await conn.execute(update(DIGESTS).where(DIGESTS.c.id == digest_id).values(**values))
 
     def _recipient_name(self, digest: dict[str, Any], entries: Sequence[Any]) -> str:
         if digest["recipient_kind"] == "coordinator":
